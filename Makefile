@@ -1,0 +1,34 @@
+# make serve | make test | make build — each creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test build verify bench schema clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+serve: $(STAMP)  ## serve the site at http://127.0.0.1:8000, rebuilding on changes to docs/, entries/, src/adapterspec/
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+test: $(STAMP)   ## run the whole test suite (verification of every entry, mutations, bad entries, strict site build)
+	$(BIN)/python -m pytest
+
+build: $(STAMP)  ## build the site into site/ (strict: any warning fails)
+	$(BIN)/mkdocs build --strict
+
+verify: $(STAMP) ## verify every entry from the command line
+	$(BIN)/adapterspec verify
+
+schema: $(STAMP) ## regenerate entries/schema.json from the loader's model
+	$(BIN)/adapterspec schema --write
+
+bench: $(STAMP)  ## median timings of verify and of a full build
+	$(BIN)/python scripts/bench_build.py
+
+clean:
+	rm -rf site .cache
