@@ -71,7 +71,7 @@ class Adapter(nn.Module):
 
     def symbols(self) -> dict[str, Any]:
         """The paper's symbols, bound to this module's tensors and hyperparameters (used to run pseudocode)."""
-        return {"W0": self.base.weight, "b": self.base.bias, "d_in": self.d_in, "d_out": self.d_out}
+        return {"W0": self.base.weight, "bias": self.base.bias, "d_in": self.d_in, "d_out": self.d_out}
 
     # -- behaviour written once -------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

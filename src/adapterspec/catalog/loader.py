@@ -1,0 +1,235 @@
+"""Load ``entries/*.yaml`` into validated :class:`Entry` objects, or fail with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from adapterspec.catalog.errors import CatalogError, EntryError
+from adapterspec.catalog.model import Entry, Theme
+
+THEMES_FILE = "themes.yaml"
+SCHEMA_FILE = "schema.json"
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass
+class LoadedEntry:
+    """An entry with what is needed to point back into its file."""
+
+    entry: Entry
+    path: Path
+    text: str
+    lines: dict[Path_, int] = field(repr=False)
+
+    @property
+    def slug(self) -> str:
+        return self.entry.id
+
+    def line_of(self, *loc: Any) -> int | None:
+        """1-based line of the field at ``loc`` (or of its nearest enclosing field)."""
+        loc_t = tuple(loc)
+        while loc_t:
+            if loc_t in self.lines:
+                return self.lines[loc_t]
+            loc_t = loc_t[:-1]
+        return None
+
+    @property
+    def pseudocode_first_line(self) -> int:
+        """File line of the pseudocode's first line (the block scalar starts on the line after ``pseudocode: |``)."""
+        return self.lines.get(("pseudocode", "<value>"), 1)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def error(self, message: str, *loc: Any, line: int | None = None) -> EntryError:
+        return EntryError(str(self.path), message, field=_dotted(loc) if loc else None,
+                          line=line or (self.line_of(*loc) if loc else None))
+
+
+@dataclass
+class Catalog:
+    """Every entry, by slug, and the theme vocabulary."""
+
+    root: Path
+    entries: dict[str, LoadedEntry]
+    themes: dict[str, Theme]
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_index(node: yaml.Node, loc: Path_ = ()) -> dict[Path_, int]:
+    """Map every key path of a composed YAML document to its 1-based line."""
+    index: dict[Path_, int] = {loc: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*loc, key.value)
+            index.update(_line_index(value, child))
+            index[child] = key.start_mark.line + 1
+            if isinstance(value, yaml.ScalarNode):
+                # a block scalar's text starts on the line after its indicator (`|` or `>`)
+                first = value.start_mark.line + (2 if value.style in ("|", ">") else 1)
+                index[(*child, "<value>")] = first
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index.update(_line_index(item, (*loc, i)))
+    return index
+
+
+def _read_yaml(path: Path) -> tuple[Any, str, dict[Path_, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CatalogError([EntryError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        raise CatalogError([EntryError(str(path), msg, line=mark.line + 1 if mark else None)]) from None
+    lines = _line_index(node) if node is not None else {}
+    return data, text, lines
+
+
+def _explain(err: dict[str, Any], model_fields: dict[str, Any] | None = None) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (not part of the entry format; see entries/schema.json)"
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{msg[0].lower()}{msg[1:]}; got {shown}"
+
+
+def load_themes(root: Path) -> dict[str, Theme]:
+    path = root / THEMES_FILE
+    if not path.exists():
+        raise CatalogError([EntryError(str(path), "the theme vocabulary file is missing")])
+    data, _, lines = _read_yaml(path)
+    if not isinstance(data, list):
+        raise CatalogError([EntryError(str(path), "expected a list of themes (id, title, description)", line=1)])
+    themes, errors = {}, []
+    for i, item in enumerate(data):
+        try:
+            theme = Theme.model_validate(item)
+            themes[theme.id] = theme
+        except ValidationError as e:
+            for err in e.errors():
+                loc = (i, *err["loc"])
+                errors.append(EntryError(str(path), _explain(err), field=_dotted(loc), line=lines.get(loc)))
+    if errors:
+        raise CatalogError(errors)
+    return themes
+
+
+def load_entry(path: Path) -> LoadedEntry:
+    """Parse and validate one file (no cross-entry checks)."""
+    data, text, lines = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise CatalogError([EntryError(str(path), "expected a mapping of fields (id, name, ...) at the top level",
+                                       line=1)])
+    try:
+        entry = Entry.model_validate(data)
+    except ValidationError as e:
+        loaded = LoadedEntry(entry=None, path=path, text=text, lines=lines)  # type: ignore[arg-type]
+        raise CatalogError([loaded.error(_explain(err), *err["loc"]) for err in e.errors()]) from None
+    return LoadedEntry(entry=entry, path=path, text=text, lines=lines)
+
+
+def load_catalog(root: str | Path = "entries") -> Catalog:
+    """Load every entry under ``root`` and check what relates entries to each other and to the code.
+
+    Raises:
+        CatalogError: listing every problem found, in every file.
+    """
+    from adapterspec.registry import available
+
+    root = Path(root)
+    if not root.is_dir():
+        raise CatalogError([EntryError(str(root), "entries directory not found (use --entries PATH)")])
+    errors: list[EntryError] = []
+    try:
+        themes = load_themes(root)
+    except CatalogError as e:
+        errors += e.errors
+        themes = {}
+    loaded: dict[str, LoadedEntry] = {}
+    for path in sorted(root.glob("*.yaml")):
+        if path.name == THEMES_FILE:
+            continue
+        try:
+            item = load_entry(path)
+        except CatalogError as e:
+            errors += e.errors
+            continue
+        if item.slug != path.stem:
+            errors.append(item.error(f"id must equal the file name '{path.stem}'", "id"))
+        loaded[item.slug] = item
+    modules = available()
+    for item in loaded.values():
+        e = item.entry
+        for i, theme in enumerate(e.themes):
+            if themes and theme not in themes:
+                errors.append(item.error(f"unknown theme '{theme}'; valid: {', '.join(sorted(themes))}", "themes", i))
+        for i, rel in enumerate(e.related):
+            if rel not in loaded:
+                errors.append(item.error(f"unknown related entry '{rel}'; valid: {', '.join(sorted(loaded))}",
+                                         "related", i))
+            elif rel == e.id:
+                errors.append(item.error("an entry cannot be related to itself", "related", i))
+        if e.module_slug not in modules:
+            errors.append(item.error(f"no reference module '{e.module_slug}' in adapterspec.methods; "
+                                     f"available: {', '.join(modules)}", "implementation", "module"))
+        cited = {p.arxiv for p in e.papers}
+        for i, ev in enumerate(e.evidence):
+            if ev.paper not in cited:
+                errors.append(item.error(f"paper {ev.paper} is not in this entry's papers ({', '.join(sorted(cited))})",
+                                         "evidence", i, "paper"))
+    if errors:
+        raise CatalogError(errors)
+    return Catalog(root=root, entries=loaded, themes=themes)
+
+
+def load_entries(root: str | Path = "entries") -> list[Entry]:
+    """The validated entries under ``root``, sorted by id."""
+    return [item.entry for item in load_catalog(root)]
+
+
+def json_schema(themes: dict[str, Theme] | None = None) -> dict[str, Any]:
+    """The JSON Schema of an entry file, with the theme vocabulary as an enum."""
+    schema = Entry.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "adapterspec catalog entry"
+    if themes:
+        schema["properties"]["themes"]["items"] = {"enum": sorted(themes)}
+    return schema
+
+
+def schema_text(themes: dict[str, Theme] | None = None) -> str:
+    return json.dumps(json_schema(themes), indent=2, ensure_ascii=False) + "\n"

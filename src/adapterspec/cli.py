@@ -1,0 +1,99 @@
+"""``adapterspec`` — the command line.
+
+    adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
+    adapterspec schema [--write]                                     print (or write) entries/schema.json
+    adapterspec list                                                 the methods with a reference module
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def _catalog(entries: str):
+    from adapterspec.catalog import CatalogError, load_catalog
+
+    try:
+        return load_catalog(entries)
+    except CatalogError as e:
+        print(f"adapterspec: {len(e.errors)} problem(s) in {entries}:", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    from adapterspec.catalog.papers import PaperTexts
+    from adapterspec.catalog.verify import verify
+
+    catalog = _catalog(args.entries)
+    papers = PaperTexts(args.papers)
+    if not papers.available:
+        print(f"note: paper texts not found at {papers.folder}; quotes are reported as unchecked", file=sys.stderr)
+    try:
+        results = verify(catalog, args.slugs or None, papers, progress=lambda r: print(r.summary(), flush=True))
+    except KeyError as e:
+        print(f"adapterspec: {e.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        for err in r.errors():
+            print(f"  {err}", file=sys.stderr)
+    total = time.perf_counter() - start
+    print(f"{len(results) - len(failed)}/{len(results)} entries verified in {total:.1f} s"
+          + (f"; failed: {', '.join(r.slug for r in failed)}" if failed else ""))
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from adapterspec.catalog.loader import SCHEMA_FILE, load_themes, schema_text
+
+    text = schema_text(load_themes(Path(args.entries)))
+    if args.write:
+        path = Path(args.entries) / SCHEMA_FILE
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from adapterspec.registry import adapter_class, available, hyperparameters
+
+    for slug in available():
+        hp = ", ".join(f"{k}={v!r}" for k, v in hyperparameters(slug).items())
+        print(f"{slug:<12} {adapter_class(slug).__name__:<10} {hp}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adapterspec", description="Adapters as Hypotheses: verify the catalog.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("verify", help="verify entries against their reference modules")
+    p.add_argument("slugs", nargs="*", metavar="SLUG", help="entries to verify (default: all)")
+    p.add_argument("--entries", default="entries", help="entries directory (default: ./entries)")
+    p.add_argument("--papers", default=None, help="paper texts folder (default: $ADAPTERSPEC_PAPERS or "
+                   "../shared/sources/papers)")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("schema", help="the JSON Schema of entries, generated from the loader's model")
+    p.add_argument("--entries", default="entries")
+    p.add_argument("--write", action="store_true", help="write entries/schema.json")
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("list", help="methods with a reference implementation")
+    p.set_defaults(func=cmd_list)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
