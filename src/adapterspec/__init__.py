@@ -4,13 +4,15 @@ Each method wraps one frozen ``nn.Linear`` in an :class:`Adapter`; its update ru
 follows the paper's symbols, and the catalog (``entries/``) verifies its pseudocode against it.
 
 Example:
-    >>> import torch, adapterspec
-    >>> adapterspec.available()[:3]
-    ['dora', 'ia3', 'lora']
-    >>> layer = torch.nn.Linear(64, 64)
-    >>> dora = adapterspec.create("dora", layer, r=4)
-    >>> torch.allclose(dora(torch.ones(64)), layer(torch.ones(64)))
-    True
+    ```python
+    import torch, adapterspec
+
+    adapterspec.available()                          # the method slugs, e.g. ["dora", "ia3", "lora", ...]
+    layer = torch.nn.Linear(64, 64)
+    dora = adapterspec.create("dora", layer, r=4)    # identity at init: dora(x) == layer(x)
+    adapterspec.randomize_(dora)                     # a random, non-identity adapter state
+    W = dora.merged_weight()                         # (64, 64)
+    ```
 """
 
 from adapterspec import ops

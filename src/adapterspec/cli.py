@@ -1,8 +1,10 @@
 """``adapterspec`` — the command line.
 
-    adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
-    adapterspec schema [--write]                                     print (or write) entries/schema.json
-    adapterspec list                                                 the methods with a reference module
+```text
+adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
+adapterspec schema [--write]                                     print (or write) entries/schema.json
+adapterspec list                                                 the methods with a reference module
+```
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ r"""PiSSA — Principal Singular values and Singular vectors Adaptation (Meng et
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import nn
 
 from adapterspec import ops
 from adapterspec.methods.lora import LoRA
@@ -28,7 +28,7 @@ class PiSSA(LoRA):
         alpha: scale numerator; defaults to ``r``.
     """
 
-    def __init__(self, base, r: int = 8, alpha: float | None = None) -> None:
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float | None = None) -> None:
         if r > min(base.in_features, base.out_features):
             raise ValueError(f"r={r} exceeds the rank of a {base.out_features}×{base.in_features} weight")
         super().__init__(base, r=r, alpha=float(r) if alpha is None else alpha)

@@ -1,0 +1,55 @@
+"""Verification results cached by content, so that a rebuild re-verifies only what changed.
+
+The key of an entry hashes its YAML, the source of every module its reference class is built from (the method file,
+its base classes' files, ``adapter.py``, ``ops.py``), the verifier itself, the torch version and the paper texts it
+cites. Anything else changing leaves the cached result valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from adapterspec.catalog.loader import LoadedEntry
+from adapterspec.catalog.papers import PaperTexts
+from adapterspec.catalog.verify import Result, verify_entry
+from adapterspec.registry import adapter_class
+
+_ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
+           "adapterspec.catalog.sandbox", "adapterspec.catalog.papers", "adapterspec.catalog.model")
+
+
+def entry_key(item: LoadedEntry, papers: PaperTexts) -> str:
+    h = hashlib.sha256(item.text.encode())
+    files = {Path(sys.modules[m].__file__) for m in _ENGINE}
+    cls = adapter_class(item.entry.module_slug)
+    files |= {Path(inspect.getfile(c)) for c in cls.__mro__ if c.__module__.startswith("adapterspec.")}
+    for f in sorted(files):
+        h.update(f.name.encode() + f.read_bytes())
+    h.update(torch.__version__.encode())
+    h.update(papers.fingerprint([p.arxiv for p in item.entry.papers]).encode())
+    return h.hexdigest()[:20]
+
+
+def verify_cached(item: LoadedEntry, papers: PaperTexts, cache_dir: Path | None) -> tuple[Result, bool]:
+    """The entry's verification result, and whether it came from the cache."""
+    if cache_dir is None:
+        return verify_entry(item, papers), False
+    key = entry_key(item, papers)
+    path = cache_dir / f"{item.slug}.json"
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return Result.from_json(data["result"]), True
+        except (ValueError, KeyError, TypeError):
+            pass  # a corrupt cache file is just a miss
+    result = verify_entry(item, papers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "result": result.to_json()}))
+    return result, False

@@ -1,0 +1,102 @@
+"""Markdown for the site, generated from the catalog and its verification results (Jinja2 templates).
+
+Nothing here is typed by hand: tables, scores, badges, errors and code listings all come from ``entries/``, the
+verification :class:`~adapterspec.catalog.verify.Result` and the reference modules' sources.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
+from adapterspec.catalog.loader import Catalog, LoadedEntry
+from adapterspec.catalog.verify import Result
+from adapterspec.registry import adapter_class
+
+SECTIONS = ("init", "update")  # marked in each method file: `# --8<-- [start:init]` ... `# --8<-- [end:init]`
+MARKER = re.compile(r"<!--\s*adapterspec:([a-z-]+)\s*-->")
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("adapterspec.catalog", "templates"),
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+)
+_env.filters["cell"] = lambda s: re.sub(r"\s+", " ", str(s)).replace("|", "\\|").strip()
+_env.filters["sci"] = lambda x: f"{x:.1e}" if x else "0"
+_env.filters["pts"] = lambda x: f"{x:g}"
+
+
+@dataclass
+class Include:
+    """A marked section of a method's source file, included verbatim into its page."""
+
+    path: str  # relative to the project root, as pymdownx.snippets resolves it
+    section: str
+    owner: str  # the class whose file holds it (PiSSA's forward is LoRA's)
+
+
+def includes(slug: str, root: Path) -> list[Include]:
+    """The ``init`` and ``update`` sections of the method's class, looked up along its base classes."""
+    found = []
+    for section in SECTIONS:
+        for cls in adapter_class(slug).__mro__:
+            if not cls.__module__.startswith("adapterspec.methods."):
+                continue
+            path = Path(inspect.getfile(cls)).resolve()
+            if f"[start:{section}]" in path.read_text(encoding="utf-8"):
+                found.append(Include(path.relative_to(root.resolve()).as_posix(), section, cls.__name__))
+                break
+    return found
+
+
+def _quote_status(result: Result, i: int) -> str:
+    for c in result.checks:
+        if c.field == f"evidence[{i}].quote":
+            return "found" if c.ok else "missing"
+    return "unchecked"
+
+
+def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path) -> str:
+    e = item.entry
+    return _env.get_template("method.md.j2").render(
+        e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
+        themes=catalog.themes, catalog=catalog, includes=includes(e.module_slug, root),
+        quote_status=[_quote_status(result, i) for i in range(len(e.evidence))],
+        cls=adapter_class(e.module_slug),
+        source_path=Path(inspect.getfile(adapter_class(e.module_slug))).resolve().relative_to(root.resolve()).as_posix(),
+    )
+
+
+def index_page(catalog: Catalog, results: dict[str, Result]) -> str:
+    rows = sorted(catalog, key=lambda it: (-grade(it.entry).score, it.entry.name.lower()))
+    return _env.get_template("index.md.j2").render(
+        rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC)
+
+
+def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, Result]) -> str:
+    """Replace ``<!-- adapterspec:NAME -->`` markers in hand-written pages; an unknown marker is an error."""
+    def render(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in MARKERS:
+            raise ValueError(f"{page}: unknown marker '<!-- adapterspec:{name} -->'; known: {', '.join(MARKERS)}")
+        return MARKERS[name](catalog, results)
+    return MARKER.sub(render, markdown)
+
+
+def _rubric(catalog: Catalog, results: dict[str, Result]) -> str:
+    return _env.get_template("rubric.md.j2").render(rubric=RUBRIC, max_score=MAX_SCORE)
+
+
+def _themes(catalog: Catalog, results: dict[str, Result]) -> str:
+    return _env.get_template("themes.md.j2").render(themes=catalog.themes, catalog=catalog, grade=grade)
+
+
+def _count(catalog: Catalog, results: dict[str, Result]) -> str:
+    return str(len(catalog))
+
+
+MARKERS = {"rubric": _rubric, "themes": _themes, "count": _count}

@@ -1,0 +1,57 @@
+"""One call that turns ``entries/`` into the site's generated pages: load, verify (cached), render.
+
+The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around :func:`build_site`; so is the test suite.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from adapterspec.catalog.cache import verify_cached
+from adapterspec.catalog.errors import CatalogError
+from adapterspec.catalog.loader import Catalog, load_catalog
+from adapterspec.catalog.papers import PaperTexts
+from adapterspec.catalog.render import index_page, method_page
+from adapterspec.catalog.verify import Result
+
+log = logging.getLogger("adapterspec")
+
+
+@dataclass
+class SiteBuild:
+    catalog: Catalog
+    results: dict[str, Result]
+    pages: dict[str, str]  # docs-relative path -> markdown
+
+    @property
+    def method_pages(self) -> list[tuple[str, str]]:
+        """(title, path) of every method page, in catalog order, for the navigation."""
+        return [(it.entry.name, f"methods/{it.slug}.md") for it in self.catalog]
+
+
+def build_site(root: Path, entries: str = "entries", papers: str | None = None, cache: str | None = ".cache/verify",
+               progress: Callable[[str], None] = log.info) -> SiteBuild:
+    """Load and verify every entry, then render the catalog index and one page per method.
+
+    Raises:
+        CatalogError: bad input, or any entry failing verification (each error names its file, field and line).
+    """
+    catalog = load_catalog(root / entries)
+    texts = PaperTexts(papers if papers is None or Path(papers).is_absolute() else root / papers)
+    if not texts.available:
+        progress(f"adapterspec: paper texts not found at {texts.folder}; evidence quotes are reported as unchecked")
+    results: dict[str, Result] = {}
+    for item in catalog:
+        result, cached = verify_cached(item, texts, root / cache if cache else None)
+        results[item.slug] = result
+        progress(f"adapterspec: {result.summary()}{'  (cached)' if cached else ''}")
+    failed = [r for r in results.values() if not r.ok]
+    if failed:
+        raise CatalogError([err for r in failed for err in r.errors()])
+    pages = {"methods/index.md": index_page(catalog, results)}
+    for item in catalog:
+        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root)
+    return SiteBuild(catalog, results, pages)
