@@ -180,6 +180,7 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
         errors += e.errors
         themes = {}
     loaded: dict[str, LoadedEntry] = {}
+    broken: set[str] = set()  # files that failed to load: already reported, so not "unknown" when referenced
     for path in sorted(root.glob("*.yaml")):
         if path.name == THEMES_FILE:
             continue
@@ -187,6 +188,7 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
             item = load_entry(path)
         except CatalogError as e:
             errors += e.errors
+            broken.add(path.stem)
             continue
         if item.slug != path.stem:
             errors.append(item.error(f"id must equal the file name '{path.stem}'", "id"))
@@ -198,6 +200,8 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
             if themes and theme not in themes:
                 errors.append(item.error(f"unknown theme '{theme}'; valid: {', '.join(sorted(themes))}", "themes", i))
         for i, rel in enumerate(e.related):
+            if rel in broken:
+                continue
             if rel not in loaded:
                 errors.append(item.error(f"unknown related entry '{rel}'; valid: {', '.join(sorted(loaded))}",
                                          "related", i))

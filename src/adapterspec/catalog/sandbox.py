@@ -74,11 +74,6 @@ class Snippet:
 
 
 def check_tree(tree: ast.Module) -> None:
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            continue  # a docstring
-        if not isinstance(node, ast.FunctionDef):
-            raise SnippetError("only function definitions are allowed at the top level", node.lineno)
     for node in ast.walk(tree):
         for kind, why in _FORBIDDEN.items():
             if isinstance(node, kind):
@@ -87,6 +82,11 @@ def check_tree(tree: ast.Module) -> None:
             raise SnippetError(f"private attribute '.{node.attr}' is not allowed", node.lineno)
         if isinstance(node, ast.Name) and node.id.startswith("__"):
             raise SnippetError(f"name '{node.id}' is not allowed", node.lineno)
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # a docstring
+        if not isinstance(node, ast.FunctionDef):
+            raise SnippetError("only function definitions are allowed at the top level", node.lineno)
 
 
 def compile_snippet(source: str) -> Snippet:

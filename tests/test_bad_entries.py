@@ -1,0 +1,131 @@
+"""Bad input gets an error a person can act on: the file, the field or line, and what was expected — never a
+traceback. Each case is the LoRA entry with one flaw."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adapterspec.catalog import CatalogError, load_catalog, verify_entry
+from conftest import ENTRIES
+
+GOOD = (ENTRIES / "lora.yaml").read_text(encoding="utf-8")
+
+
+def line_of(text: str, needle: str) -> int:
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError(f"{needle!r} not in the entry")
+
+
+@dataclass
+class Case:
+    id: str
+    old: str
+    new: str
+    expect: tuple[str, ...]  # fragments of the error message
+    line_of: str | None = None  # the error must point at the line holding this text (in the bad file)
+    stage: str = "load"  # "load" (CatalogError) or "verify" (a failed check)
+
+
+CASES = [
+    Case("yaml-syntax", "name: LoRA\n", "name: [LoRA\n", ("YAML syntax error",), line_of=None),
+    Case("missing-field", "hypothesis: >", "hypothesis_moved: >", ("hypothesis", "required field is missing")),
+    Case("unknown-field", "implications: >", "implication: >", ("implication", "unknown field"), "implication: >"),
+    Case("mistyped-field", "  mergeable: true", "  mergeable: sometimes", ("properties.mergeable", "boolean"),
+         "mergeable: sometimes"),
+    Case("bad-arxiv-id", "- arxiv: '2106.09685'", "- arxiv: 'arXiv:2106.09685'", ("papers[0].arxiv", "pattern"),
+         "arxiv: 'arXiv:2106.09685'"),
+    Case("unknown-theme", "- low-rank\n", "- low-rankk\n", ("unknown theme 'low-rankk'", "valid:", "gain-control"),
+         "- low-rankk"),
+    Case("unknown-related", "- pissa\n", "- pisa\n", ("unknown related entry 'pisa'", "valid:", "dora"), "- pisa"),
+    Case("pseudocode-import", "def forward(", "import os\n  def forward(", ("imports are not allowed",),
+         "import os", stage="verify"),
+    Case("pseudocode-raises", "ΔW = (α / r) * (B @ A)", "ΔW = (α / r) * (B @ A) * (1 // 0)",
+         ("raised", "ZeroDivisionError"), "(1 // 0)", stage="verify"),
+    Case("pseudocode-endless-loop", "ΔW = (α / r) * (B @ A)", "ΔW = (α / r) * (B @ A)\n      while True: r = r",
+         ("did not finish",), "while True", stage="verify"),
+    Case("pseudocode-wrong-shape", "return (W0 + ΔW) @ x + bias", "return ((W0 + ΔW) @ x + bias)[:3]",
+         ("returned shape (3,)", "expected (12,)"), stage="verify"),
+    Case("pseudocode-unknown-symbol", "def forward(x, W0, bias, A, B, α, r):", "def forward(x, W0, bias, A, B, α, r, κ):",
+         ("parameter 'κ' is not a symbol",), stage="verify"),
+    Case("wrong-parameter-formula", "trainable_parameters: r * (d_in + d_out)", "trainable_parameters: r * d_in",
+         ("trainable parameter count", "r * d_in"), "trainable_parameters: r * d_in", stage="verify"),
+    Case("false-identity-claim", "identity_at_init: true", "identity_at_init: false",
+         ("identity_at_init", "declared False"), "identity_at_init: false", stage="verify"),
+    Case("bad-hyperparameter", "    r: 4\n", "    rank: 4\n", ("unknown hyperparameter", "rank", "valid: r, alpha"),
+         "hyperparameters:", stage="verify"),
+]
+
+
+def write_catalog(tmp_path: Path, text: str) -> Path:
+    root = tmp_path / "entries"
+    root.mkdir()
+    shutil.copy(ENTRIES / "themes.yaml", root)
+    for slug in ("dora", "pissa"):  # lora's related entries
+        shutil.copy(ENTRIES / f"{slug}.yaml", root)
+    (root / "lora.yaml").write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_entry_error_names_file_and_field(case: Case, tmp_path: Path):
+    assert case.old in GOOD, f"case {case.id} no longer applies to lora.yaml"
+    bad = GOOD.replace(case.old, case.new, 1)
+    root = write_catalog(tmp_path, bad)
+    if case.stage == "load":
+        with pytest.raises(CatalogError) as info:
+            load_catalog(root)
+        errors = [e for e in info.value.errors if e.file.endswith("lora.yaml")]
+    else:
+        result = verify_entry(load_catalog(root).entries["lora"])
+        assert not result.ok
+        errors = result.errors()
+    assert errors, "no error names lora.yaml"
+    message = "\n".join(str(e) for e in errors)
+    assert "lora.yaml" in message
+    for fragment in case.expect:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+    if case.line_of:
+        expected = line_of(bad, case.line_of)
+        assert any(e.line == expected for e in errors), f"expected line {expected} in:\n{message}"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path):
+    bad = GOOD.replace("name: LoRA\n", "name: LoRA\nfull_name: [unclosed\n", 1)
+    with pytest.raises(CatalogError) as info:
+        load_catalog(write_catalog(tmp_path, bad))
+    (err,) = info.value.errors
+    assert err.file.endswith("lora.yaml") and err.line is not None and "YAML syntax error" in err.message
+    assert abs(err.line - line_of(bad, "full_name: [unclosed")) <= 1
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path: Path):
+    root = write_catalog(tmp_path, GOOD.replace("  mergeable: true", "  mergeable: sometimes"))
+    proc = subprocess.run([sys.executable, "-m", "adapterspec.cli", "verify", "--entries", str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "lora.yaml:" in proc.stderr and "properties.mergeable" in proc.stderr
+
+
+def test_cli_reports_failed_check_without_traceback(tmp_path: Path):
+    root = write_catalog(tmp_path, GOOD.replace("return (W0 + ΔW) @ x + bias", "return (W0 - ΔW) @ x + bias"))
+    proc = subprocess.run([sys.executable, "-m", "adapterspec.cli", "verify", "lora", "--entries", str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "FAIL lora" in proc.stdout and "pseudocode.forward" in proc.stderr
+
+
+def test_cli_unknown_slug(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "adapterspec.cli", "verify", "lorra", "--entries", str(ENTRIES)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "lorra" in proc.stderr and "available" in proc.stderr
+    assert "Traceback" not in proc.stderr

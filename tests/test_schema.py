@@ -1,0 +1,38 @@
+"""entries/schema.json is generated from the loader's model, and every entry points editors at it."""
+
+from __future__ import annotations
+
+import json
+
+from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
+from adapterspec.catalog.loader import load_themes, schema_text
+from adapterspec.catalog.papers import normalise
+from conftest import ENTRIES, entry_slugs
+
+
+def test_schema_is_up_to_date():
+    committed = (ENTRIES / "schema.json").read_text(encoding="utf-8")
+    assert committed == schema_text(load_themes(ENTRIES)), "run `adapterspec schema --write` (make schema)"
+    schema = json.loads(committed)
+    assert "low-rank" in schema["properties"]["themes"]["items"]["enum"]
+
+
+def test_every_entry_references_the_schema():
+    for slug in entry_slugs():
+        first = (ENTRIES / f"{slug}.yaml").read_text(encoding="utf-8").splitlines()[0]
+        assert first == "# yaml-language-server: $schema=schema.json", slug
+
+
+def test_grade_is_the_sum_of_supported_dimensions(catalog):
+    assert MAX_SCORE == 8
+    for item in catalog:
+        g = grade(item.entry)
+        dims = {ev.dimension for ev in item.entry.evidence}
+        assert g.score == sum(RUBRIC[d].points for d in dims)
+        assert set(g.dimensions) == dims
+
+
+def test_quote_normalisation():
+    text = "low-rank adap-\ntation works\x00 well,   really"
+    assert normalise("adaptation works well, really") in normalise(text)
+    assert normalise("low-rank") in normalise(text)  # a real hyphen survives
