@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+export NO_MKDOCS_2_WARNING := 1  # mkdocs-material's end-of-life banner; noted in README
 
 .PHONY: serve test build verify bench schema clean
 
