@@ -6,6 +6,7 @@ The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around :func:`buil
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,7 @@ from typing import Callable
 from adapterspec.catalog.cache import verify_cached
 from adapterspec.catalog.errors import CatalogError
 from adapterspec.catalog.loader import Catalog, load_catalog
-from adapterspec.catalog.papers import PaperTexts
+from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
 from adapterspec.catalog.render import index_page, method_page
 from adapterspec.catalog.verify import Result
 
@@ -40,7 +41,9 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
         CatalogError: bad input, or any entry failing verification (each error names its file, field and line).
     """
     catalog = load_catalog(root / entries)
-    texts = PaperTexts(papers if papers is None or Path(papers).is_absolute() else root / papers)
+    if papers is None:  # $ADAPTERSPEC_PAPERS, else the default folder beside the project (not beside the cwd)
+        papers = os.environ.get("ADAPTERSPEC_PAPERS") or str(root / DEFAULT_PAPERS)
+    texts = PaperTexts(papers if Path(papers).is_absolute() else root / papers)
     if not texts.available:
         progress(f"adapterspec: paper texts not found at {texts.folder}; evidence quotes are reported as unchecked")
     results: dict[str, Result] = {}

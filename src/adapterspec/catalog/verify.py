@@ -248,7 +248,8 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
             raise _Fail(Check("pseudocode.forward", False, f"returned shape {got}; expected ({d_out},) = (d_out,) "
                               f"for x of shape ({d_in},)", field="pseudocode", line=item.pseudocode_first_line))
         worst = max(worst, _max_err(out.to(DTYPE), y[i]))
-    add("pseudocode.forward", worst <= _tol(y), f"max|snippet − module| = {worst:.2e} on {N_VECTORS} vectors",
+    add("pseudocode.forward", worst <= _tol(y), ("" if worst <= _tol(y) else "the pseudocode and the module disagree: ")
+        + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} vectors",
         worst, "pseudocode")
 
     # Declared properties.
