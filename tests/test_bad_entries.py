@@ -129,3 +129,21 @@ def test_cli_unknown_slug(tmp_path: Path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "lorra" in proc.stderr and "available" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_comparison_that_could_not_fail_is_an_error(catalog, monkeypatch):
+    """If the adapter state stayed at its identity init, 'snippet == module' would hold for a wrong snippet too."""
+    import importlib
+
+    verify_module = importlib.import_module("adapterspec.catalog.verify")  # the module, not the function it exports
+    monkeypatch.setattr(verify_module, "randomize_", lambda module, generator=None: module)
+    result = verify_entry(catalog.entries["lora"])
+    assert not result.ok
+    assert any("could not fail" in c.detail for c in result.failures)
+
+
+def test_unknown_marker_in_a_page_is_an_error(catalog):
+    from adapterspec.catalog.render import fill_markers
+
+    with pytest.raises(ValueError, match="unknown marker.*adapterspec:scorecard.*known: rubric"):
+        fill_markers("text <!-- adapterspec:scorecard -->", "index.md", catalog, {})
