@@ -175,7 +175,11 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
                                 item.line_of(*field_.split(".")) if field_ and not ok else None))
 
     try:
-        module = create(slug, copy.deepcopy(pristine), **hp)
+        # A method's init may draw from torch's global generator (LoRA's kaiming A): seed it, and leave it as it was,
+        # so that verification is reproducible run to run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = create(slug, copy.deepcopy(pristine), **hp)
     except Exception as exc:  # noqa: BLE001 — a bad hyperparameter is an entry error
         raise _Fail(Check(f"create [{shape}]", False, f"adapterspec.create({slug!r}, ...) failed: {exc}",
                           field="implementation.hyperparameters",
