@@ -51,6 +51,7 @@ def test_method_page_has_pseudocode_and_implementation_tabs(site, slug, catalog)
             if line.strip():
                 assert line.strip() in text, f"implementation line missing from the page: {line!r}"
     assert "Verified:" in text and "checks passed" in text
+    assert "Independent results" in text
 
 
 def test_catalog_index_lists_every_entry_with_its_score(site, catalog):

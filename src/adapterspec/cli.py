@@ -31,6 +31,7 @@ def _catalog(entries: str):
 
 def cmd_verify(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    from adapterspec.catalog.benchmark import Benchmark
     from adapterspec.catalog.papers import PaperTexts
     from adapterspec.catalog.verify import verify
 
@@ -39,7 +40,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not papers.available:
         print(f"note: paper texts not found at {papers.folder}; quotes are reported as unchecked", file=sys.stderr)
     try:
-        results = verify(catalog, args.slugs or None, papers, progress=lambda r: print(r.summary(), flush=True))
+        results = verify(catalog, args.slugs or None, papers, progress=lambda r: print(r.summary(), flush=True),
+                         benchmark=Benchmark(args.benchmark))
     except KeyError as e:
         print(f"adapterspec: {e.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entries", default="entries", help="entries directory (default: ./entries)")
     p.add_argument("--papers", default=None, help="paper texts folder (default: $ADAPTERSPEC_PAPERS or "
                    "../shared/sources/papers)")
+    p.add_argument("--benchmark", default=None, help="peft benchmark results folder (default: $ADAPTERSPEC_BENCHMARK "
+                   "or ../shared/sources/peft_method_comparison)")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("schema", help="the JSON Schema of entries, generated from the loader's model")
     p.add_argument("--entries", default="entries")

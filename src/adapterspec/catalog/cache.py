@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
+from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.loader import LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
 from adapterspec.catalog.verify import Result, verify_entry
 from adapterspec.registry import adapter_class
 
 _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
-           "adapterspec.catalog.sandbox", "adapterspec.catalog.papers", "adapterspec.catalog.model")
+           "adapterspec.catalog.sandbox", "adapterspec.catalog.papers", "adapterspec.catalog.model",
+           "adapterspec.catalog.benchmark")
 
 
-def entry_key(item: LoadedEntry, papers: PaperTexts) -> str:
+def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> str:
     h = hashlib.sha256(item.text.encode())
     files = {Path(sys.modules[m].__file__) for m in _ENGINE}
     cls = adapter_class(item.entry.module_slug)
@@ -33,14 +35,16 @@ def entry_key(item: LoadedEntry, papers: PaperTexts) -> str:
         h.update(f.name.encode() + f.read_bytes())
     h.update(torch.__version__.encode())
     h.update(papers.fingerprint([p.arxiv for p in item.entry.papers]).encode())
+    h.update(benchmark.fingerprint(item.entry.benchmark).encode())
     return h.hexdigest()[:20]
 
 
-def verify_cached(item: LoadedEntry, papers: PaperTexts, cache_dir: Path | None) -> tuple[Result, bool]:
+def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
+                  cache_dir: Path | None) -> tuple[Result, bool]:
     """The entry's verification result, and whether it came from the cache."""
     if cache_dir is None:
-        return verify_entry(item, papers), False
-    key = entry_key(item, papers)
+        return verify_entry(item, papers, benchmark), False
+    key = entry_key(item, papers, benchmark)
     path = cache_dir / f"{item.slug}.json"
     if path.exists():
         try:
@@ -49,7 +53,7 @@ def verify_cached(item: LoadedEntry, papers: PaperTexts, cache_dir: Path | None)
                 return Result.from_json(data["result"]), True
         except (ValueError, KeyError, TypeError):
             pass  # a corrupt cache file is just a miss
-    result = verify_entry(item, papers)
+    result = verify_entry(item, papers, benchmark)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "result": result.to_json()}))
     return result, False

@@ -99,6 +99,9 @@ class Entry(_Strict):
     caveats: list[str] = Field(default_factory=list)
     discrepancies: list[Discrepancy] = Field(default_factory=list)
     related: list[str] = Field(default_factory=list)
+    benchmark: list[str] = Field(
+        default_factory=list, description="experiments of peft's method-comparison benchmark that ran this method "
+        "(result file names without .json, e.g. lora--llama-3.2-3B-rank32)")
 
     @property
     def module_slug(self) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from adapterspec.catalog.benchmark import SETTING, Benchmark, Comparison, compare
 from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
 from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.verify import Result
@@ -60,9 +61,12 @@ def _quote_status(result: Result, i: int) -> str:
     return "unchecked"
 
 
-def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path) -> str:
+def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path, bench: Benchmark | None = None) -> str:
     e = item.entry
+    comparison = compare(bench, e.benchmark) if bench is not None else None
     return _env.get_template("method.md.j2").render(
+        comparison=comparison, setting=SETTING, bench_folder=bench.folder if bench else None,
+        contradictions=_contradictions(e, comparison),
         e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
         themes=catalog.themes, catalog=catalog, includes=includes(e.module_slug, root),
         quote_status=[_quote_status(result, i) for i in range(len(e.evidence))],
@@ -71,10 +75,21 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path)
     )
 
 
-def index_page(catalog: Catalog, results: dict[str, Result]) -> str:
+def _contradictions(entry, comparison: Comparison | None) -> dict[str, str]:
+    """Rubric dimensions the entry claims and the independent benchmark contradicts, with the reason."""
+    if comparison is None:
+        return {}
+    claimed = grade(entry).dimensions
+    return {d: why for d in claimed if (why := comparison.contradicts(d))}
+
+
+def index_page(catalog: Catalog, results: dict[str, Result], bench: Benchmark | None = None) -> str:
     rows = sorted(catalog, key=lambda it: (-grade(it.entry).score, it.entry.name.lower()))
+    contradictions = {it.slug: _contradictions(it.entry, compare(bench, it.entry.benchmark) if bench else None)
+                      for it in rows}
     return _env.get_template("index.md.j2").render(
-        rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC)
+        rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC,
+        contradictions=contradictions)
 
 
 def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, Result]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from adapterspec.catalog.benchmark import DEFAULT_BENCHMARK, Benchmark
 from adapterspec.catalog.cache import verify_cached
 from adapterspec.catalog.errors import CatalogError
 from adapterspec.catalog.loader import Catalog, load_catalog
@@ -34,7 +35,7 @@ class SiteBuild:
 
 
 def build_site(root: Path, entries: str = "entries", papers: str | None = None, cache: str | None = ".cache/verify",
-               progress: Callable[[str], None] = log.info) -> SiteBuild:
+               progress: Callable[[str], None] = log.info, benchmark: str | None = None) -> SiteBuild:
     """Load and verify every entry, then render the catalog index and one page per method.
 
     Raises:
@@ -46,15 +47,20 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     texts = PaperTexts(papers if Path(papers).is_absolute() else root / papers)
     if not texts.available:
         progress(f"adapterspec: paper texts not found at {texts.folder}; evidence quotes are reported as unchecked")
+    if benchmark is None:
+        benchmark = os.environ.get("ADAPTERSPEC_BENCHMARK") or str(root / DEFAULT_BENCHMARK)
+    bench = Benchmark(benchmark if Path(benchmark).is_absolute() else root / benchmark)
+    if not bench.available:
+        progress(f"adapterspec: benchmark results not found at {bench.folder}; pages will say so")
     results: dict[str, Result] = {}
     for item in catalog:
-        result, cached = verify_cached(item, texts, root / cache if cache else None)
+        result, cached = verify_cached(item, texts, bench, root / cache if cache else None)
         results[item.slug] = result
         progress(f"adapterspec: {result.summary()}{'  (cached)' if cached else ''}")
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise CatalogError([err for r in failed for err in r.errors()])
-    pages = {"methods/index.md": index_page(catalog, results)}
+    pages = {"methods/index.md": index_page(catalog, results, bench)}
     for item in catalog:
-        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root)
+        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root, bench)
     return SiteBuild(catalog, results, pages)

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.errors import EntryError
 from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
@@ -310,7 +311,7 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
                     "properties.row_norms")
 
 
-def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None) -> Result:
+def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None, benchmark: Benchmark | None = None) -> Result:
     """Verify one entry; never raises for a problem in the entry, which is reported as a failed check."""
     start = time.perf_counter()
     res = Result(slug=item.slug, file=str(item.path))
@@ -332,6 +333,7 @@ def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None) -> Result:
     except _Fail as f:
         res.checks.append(f.check)
     res.checks += list(_quote_checks(item, papers, res))
+    res.checks += list(_benchmark_checks(item, benchmark))
     res.seconds = time.perf_counter() - start
     return res
 
@@ -354,8 +356,21 @@ def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> 
                     line=None if found else item.line_of("evidence", i, "quote"))
 
 
+def _benchmark_checks(item: LoadedEntry, benchmark: Benchmark | None) -> Iterable[Check]:
+    if benchmark is None or not benchmark.available:
+        return
+    names = benchmark.names()
+    for i, name in enumerate(item.entry.benchmark):
+        ok = name in names
+        prefix = name.split("--")[0]
+        similar = [n for n in names if n.startswith(prefix)] or names
+        yield Check(f"benchmark run {name}", ok, "result file found" if ok else
+                    f"no result file {name}.json in {benchmark.folder}; similar: {', '.join(similar[:8])}",
+                    field=f"benchmark[{i}]", line=None if ok else item.line_of("benchmark", i))
+
+
 def verify(catalog: Catalog, slugs: Iterable[str] | None = None, papers: PaperTexts | None = None,
-           progress=None) -> list[Result]:
+           progress=None, benchmark: Benchmark | None = None) -> list[Result]:
     """Verify the named entries (all by default), in order; ``progress(result)`` is called after each."""
     wanted = list(slugs) if slugs else list(catalog.entries)
     unknown = [s for s in wanted if s not in catalog.entries]
@@ -364,7 +379,7 @@ def verify(catalog: Catalog, slugs: Iterable[str] | None = None, papers: PaperTe
                        f"available: {', '.join(catalog.entries)}")
     results = []
     for slug in wanted:
-        r = verify_entry(catalog.entries[slug], papers)
+        r = verify_entry(catalog.entries[slug], papers, benchmark)
         if progress:
             progress(r)
         results.append(r)
