@@ -1,0 +1,74 @@
+"""The built site as a reader sees it, in headless Chromium: maths rendered, tabs switch, dark mode toggles.
+
+Needs Debian's `chromium` and the `playwright` package (in the dev extra); `.ci/run` installs Chromium. Skipped, with
+the reason, where either is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
+                   check=True, capture_output=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page():
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def test_method_page_renders_maths_and_switches_tabs(base_url, page, tmp_path):
+    page.goto(f"{base_url}/methods/oft/")
+    page.wait_for_selector(".katex")
+    assert page.locator(".katex-display").count() >= 2
+    assert page.locator(".katex-error").count() == 0
+    code = page.locator(".tabbed-set").first
+    assert "def forward" in code.locator(".tabbed-block").nth(0).inner_text()
+    code.get_by_text("Reference implementation").click()
+    implementation = code.locator(".tabbed-block").nth(1)
+    assert implementation.is_visible()
+    assert "def adapted_weight" in implementation.inner_text() and "--8<--" not in implementation.inner_text()
+    page.screenshot(path=str(tmp_path / "oft.png"))
+
+
+def test_dark_mode_toggle(base_url, page):
+    page.goto(f"{base_url}/")
+    before = page.locator("body").get_attribute("data-md-color-scheme")
+    page.locator("label.md-header__button[for^='__palette']:visible").first.click()
+    after = page.locator("body").get_attribute("data-md-color-scheme")
+    assert {before, after} == {"default", "slate"}
+
+
+def test_catalog_links_reach_every_method(base_url, page, catalog):
+    page.goto(f"{base_url}/methods/")
+    for item in catalog:
+        link = page.locator(f"table a[href='{item.slug}/']")
+        assert link.count() == 1, item.slug
