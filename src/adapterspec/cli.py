@@ -3,6 +3,7 @@
 ```text
 adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
 adapterspec schema [--write]                                     print (or write) entries/schema.json
+adapterspec new SLUG [--name NAME]                               scaffold entries/SLUG.yaml + methods/SLUG.py
 adapterspec list                                                 the methods with a reference module
 ```
 """
@@ -68,6 +69,34 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    import re
+
+    import jinja2
+
+    from adapterspec.catalog.loader import load_themes
+
+    slug = args.slug
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug):
+        print(f"adapterspec: '{slug}' is not a valid slug (lowercase letters, digits and single dashes)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    entry = Path(args.entries) / f"{slug}.yaml"
+    module = Path(args.methods) / f"{slug.replace('-', '_')}.py"
+    existing = [str(p) for p in (entry, module) if p.exists()]
+    if existing:
+        print(f"adapterspec: will not overwrite {', '.join(existing)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    env = jinja2.Environment(loader=jinja2.PackageLoader("adapterspec.catalog", "templates"),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    name = args.name or slug.upper()
+    class_name = re.sub(r"\W", "", name) or slug.title().replace("-", "")
+    themes = sorted(load_themes(Path(args.entries)))
+    module.write_text(env.get_template("new_method.py.j2").render(slug=slug, name=name, class_name=class_name))
+    entry.write_text(env.get_template("new_entry.yaml.j2").render(slug=slug, name=name, themes=themes))
+    print(f"wrote {module}\nwrote {entry}\nnext: fill in the TODOs, then `adapterspec verify {slug}`")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from adapterspec.registry import adapter_class, available, hyperparameters
 
@@ -92,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entries", default="entries")
     p.add_argument("--write", action="store_true", help="write entries/schema.json")
     p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("new", help="scaffold a method: entries/SLUG.yaml and src/adapterspec/methods/SLUG.py")
+    p.add_argument("slug", metavar="SLUG")
+    p.add_argument("--name", default=None, help="display name, e.g. VeRA (default: the slug in capitals)")
+    p.add_argument("--entries", default="entries")
+    p.add_argument("--methods", default=str(Path("src") / "adapterspec" / "methods"))
+    p.set_defaults(func=cmd_new)
     p = sub.add_parser("list", help="methods with a reference implementation")
     p.set_defaults(func=cmd_list)
     args = parser.parse_args(argv)
