@@ -1,6 +1,6 @@
 """adapterspec: executable reference implementations of parameter-efficient fine-tuning methods.
 
-Each method wraps one frozen ``nn.Linear`` in an :class:`Adapter`; its update rule is in the class docstring, its code
+Each method wraps one frozen ``nn.Linear`` in an `Adapter`; its update rule is in the class docstring, its code
 follows the paper's symbols, and the catalog (``entries/``) verifies its pseudocode against it.
 
 Example:

@@ -1,8 +1,8 @@
 """The one base class every method builds on.
 
-An :class:`Adapter` wraps one frozen ``nn.Linear`` (``base``) and adds the method's trainable tensors. A method writes
-two things: its init (:meth:`Adapter.reset_parameters`, where the method's *init hypothesis* lives) and its update,
-either :meth:`Adapter.adapted_weight` (weight-space methods: the forward, merge and delta follow from it) or ``forward``
+An `Adapter` wraps one frozen ``nn.Linear`` (``base``) and adds the method's trainable tensors. A method writes
+two things: its init (`Adapter.reset_parameters`, where the method's *init hypothesis* lives) and its update,
+either `Adapter.adapted_weight` (weight-space methods: the forward, merge and delta follow from it) or ``forward``
 (activation-space methods, which set ``mergeable = False``). Merging, unmerging and listing or counting the trainable
 parameters are written once, here.
 """
@@ -94,7 +94,7 @@ class Adapter(nn.Module):
     def merge(self) -> None:
         """Fold the update into ``base.weight``; the output is unchanged and the adapter costs nothing at inference.
 
-        The frozen weight is kept aside so that :meth:`unmerge` restores it bit for bit (not by subtracting ``ΔW``,
+        The frozen weight is kept aside so that `unmerge` restores it bit for bit (not by subtracting ``ΔW``,
         which would accumulate rounding error and is impossible for non-additive updates such as DoRA's).
         """
         self._require_mergeable()
@@ -111,7 +111,7 @@ class Adapter(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Undo :meth:`merge`, restoring the frozen weight exactly."""
+        """Undo `merge`, restoring the frozen weight exactly."""
         if not self.merged:
             return
         assert self._W_unmerged is not None

@@ -1,4 +1,4 @@
-"""Finds the methods: every module in :mod:`adapterspec.methods` that defines one :class:`Adapter` subclass."""
+"""Finds the methods: every module in `adapterspec.methods` that defines one `Adapter` subclass."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def available() -> list[str]:
 
 
 def adapter_class(slug: str) -> type[Adapter]:
-    """The :class:`Adapter` subclass implementing ``slug``."""
+    """The `Adapter` subclass implementing ``slug``."""
     try:
         return _registry()[slug]
     except KeyError:

@@ -1,4 +1,4 @@
-"""Load ``entries/*.yaml`` into validated :class:`Entry` objects, or fail with errors that name file, line and field."""
+"""Load ``entries/*.yaml`` into validated `Entry` objects, or fail with errors that name file, line and field."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Markdown for the site, generated from the catalog and its verification results (Jinja2 templates).
 
 Nothing here is typed by hand: tables, scores, badges, errors and code listings all come from ``entries/``, the
-verification :class:`~adapterspec.catalog.verify.Result` and the reference modules' sources.
+verification `Result` and the reference modules' sources.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One call that turns ``entries/`` into the site's generated pages: load, verify (cached), render.
 
-The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around :func:`build_site`; so is the test suite.
+The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around `build_site`; so is the test suite.
 """
 
 from __future__ import annotations

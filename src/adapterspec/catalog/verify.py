@@ -5,7 +5,7 @@ For each layer shape the entry names, in float64, on a seeded base layer:
 1. the pseudocode compiles under the sandbox and defines ``forward``;
 2. ``identity_at_init`` is checked either way; an ``init`` function in the pseudocode must produce the module's
    initial tensors (by name);
-3. the module is moved to a random non-identity state (:func:`adapterspec.randomize_`); if its output still equals
+3. the module is moved to a random non-identity state (`adapterspec.randomize_`); if its output still equals
    the base layer's, the check could not fail and verification fails;
 4. the pseudocode's ``forward`` equals the module's, column vector by column vector;
 5. merged == unmerged (and unmerge restores the weight exactly) where ``mergeable``; only adapter tensors trainable;
