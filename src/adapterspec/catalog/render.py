@@ -114,4 +114,10 @@ def _count(catalog: Catalog, results: dict[str, Result]) -> str:
     return str(len(catalog))
 
 
-MARKERS = {"rubric": _rubric, "themes": _themes, "count": _count}
+def _tolerance(catalog: Catalog, results: dict[str, Result]) -> str:
+    from adapterspec.catalog.verify import RTOL
+
+    return f"{RTOL:g}"
+
+
+MARKERS = {"rubric": _rubric, "themes": _themes, "count": _count, "tolerance": _tolerance}
