@@ -42,6 +42,8 @@ CASES = [
          "mergeable: sometimes"),
     Case("bad-arxiv-id", "- arxiv: '2106.09685'", "- arxiv: 'arXiv:2106.09685'", ("papers[0].arxiv", "pattern"),
          "arxiv: 'arXiv:2106.09685'"),
+    Case("duplicate-key", "implications: >", "name: LoRA again\nimplications: >", ("duplicate key 'name'", "first on line"),
+         "name: LoRA again"),
     Case("unknown-theme", "- low-rank\n", "- low-rankk\n", ("unknown theme 'low-rankk'", "valid:", "gain-control"),
          "- low-rankk"),
     Case("unknown-related", "- pissa\n", "- pisa\n", ("unknown related entry 'pisa'", "valid:", "dora"), "- pisa"),
@@ -147,3 +149,11 @@ def test_unknown_marker_in_a_page_is_an_error(catalog):
 
     with pytest.raises(ValueError, match="unknown marker.*adapterspec:scorecard.*known: rubric"):
         fill_markers("text <!-- adapterspec:scorecard -->", "index.md", catalog, {})
+
+
+def test_yml_extension_is_reported(tmp_path: Path):
+    root = write_catalog(tmp_path, GOOD)
+    (root / "vera.yml").write_text("id: vera\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(root)
+    assert any(e.file.endswith("vera.yml") and "vera.yaml" in e.message for e in info.value.errors)

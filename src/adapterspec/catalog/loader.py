@@ -111,7 +111,27 @@ def _read_yaml(path: Path) -> tuple[Any, str, dict[Path_, int]]:
         msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
         raise CatalogError([EntryError(str(path), msg, line=mark.line + 1 if mark else None)]) from None
     lines = _line_index(node) if node is not None else {}
+    duplicates = list(_duplicate_keys(node)) if node is not None else []
+    if duplicates:
+        raise CatalogError([EntryError(str(path), f"duplicate key '{key}' (first on line {first}); YAML would "
+                                       "silently keep only the last one", line=line)
+                            for key, first, line in duplicates])
     return data, text, lines
+
+
+def _duplicate_keys(node: yaml.Node):
+    """(key, first line, repeated line) for every key that appears twice in one mapping."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                yield key.value, seen[key.value], line
+            seen.setdefault(key.value, line)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
 
 
 def _explain(err: dict[str, Any], model_fields: dict[str, Any] | None = None) -> str:
@@ -181,6 +201,8 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
         themes = {}
     loaded: dict[str, LoadedEntry] = {}
     broken: set[str] = set()  # files that failed to load: already reported, so not "unknown" when referenced
+    for path in sorted(root.glob("*.yml")):
+        errors.append(EntryError(str(path), f"entries use the .yaml extension; rename to {path.stem}.yaml"))
     for path in sorted(root.glob("*.yaml")):
         if path.name == THEMES_FILE:
             continue
