@@ -29,6 +29,7 @@ _env = jinja2.Environment(
 _env.filters["cell"] = lambda s: re.sub(r"\s+", " ", str(s)).replace("|", "\\|").strip()
 _env.filters["sci"] = lambda x: f"{x:.1e}" if x else "0"
 _env.filters["pts"] = lambda x: f"{x:g}"
+_env.filters["sentence"] = lambda s: s[:1].upper() + s[1:]  # unlike `capitalize`, keeps "A" in "init of A"
 
 
 @dataclass
