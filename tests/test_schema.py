@@ -36,3 +36,17 @@ def test_quote_normalisation():
     text = "low-rank adap-\ntation works\x00 well,   really"
     assert normalise("adaptation works well, really") in normalise(text)
     assert normalise("low-rank") in normalise(text)  # a real hyphen survives
+
+
+def test_peft_code_links_name_real_classes(catalog):
+    """Each entry's `code.peft` names a class that exists in the pinned peft (a dev dependency, never a runtime one)."""
+    import importlib
+
+    import pytest
+
+    pytest.importorskip("peft")
+    for item in catalog:
+        path = item.entry.code.peft
+        if path:
+            module, _, name = path.rpartition(".")
+            assert hasattr(importlib.import_module(module), name), f"{item.slug}: {path} not in peft"
