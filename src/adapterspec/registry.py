@@ -48,8 +48,13 @@ def adapter_class(slug: str) -> type[Adapter]:
 
 def hyperparameters(slug: str) -> dict[str, object]:
     """The hyperparameters ``create`` accepts for ``slug``, with their defaults."""
-    sig = inspect.signature(adapter_class(slug).__init__)
-    return {n: p.default for n, p in list(sig.parameters.items())[2:]}
+    return _defaults(adapter_class(slug))
+
+
+def _defaults(cls: type[Adapter]) -> dict[str, object]:
+    # a separate function because create()'s `**hyperparameters` argument shadows hyperparameters() there
+    sig = inspect.signature(cls.__init__)
+    return {n: p.default for n, p in list(sig.parameters.items())[2:]}  # after self, base
 
 
 def create(slug: str, base_linear: nn.Linear, **hyperparameters: object) -> Adapter:
@@ -63,15 +68,11 @@ def create(slug: str, base_linear: nn.Linear, **hyperparameters: object) -> Adap
         192
     """
     cls = adapter_class(slug)
-    valid = _valid_names(slug)
+    valid = list(_defaults(cls))
     unknown = sorted(set(hyperparameters) - set(valid))
     if unknown:
         raise TypeError(f"{slug}: unknown hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
     return cls(base_linear, **hyperparameters)
-
-
-def _valid_names(slug: str) -> list[str]:
-    return list(hyperparameters(slug))
 
 
 @torch.no_grad()

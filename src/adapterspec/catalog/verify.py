@@ -224,9 +224,10 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise _Fail(Check("pseudocode.init", False, f"'{name}' has shape {got}, the module's has "
                                   f"{tuple(ref.shape)}", field="pseudocode", line=item.pseudocode_first_line))
-            worst = max(worst, _max_err(value.to(DTYPE), ref))
-            if _max_err(value.to(DTYPE), ref) > _tol(ref):
-                add(f"pseudocode.init {name}", False, f"differs from the module's {key} by {worst:.2e}", worst,
+            err = _max_err(value.to(DTYPE), ref)
+            worst = max(worst, err)
+            if err > _tol(ref):
+                add(f"pseudocode.init {name}", False, f"differs from the module's {key} by {err:.2e}", err,
                     "pseudocode")
                 break
         else:
