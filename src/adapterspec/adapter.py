@@ -23,6 +23,7 @@ class Adapter(nn.Module):
 
     * ``slug``: the catalog id (defaults to the module file name, ``_`` read as ``-``).
     * ``mergeable``: whether the update can be folded into ``base.weight`` (``W0 → W'``) with no change in output.
+    * ``base_type``: the layer it wraps, ``nn.Linear`` unless the method tunes another kind of layer.
 
     Args:
         base: the pretrained layer. It is frozen (``requires_grad=False``) and used in place, as peft does; methods
@@ -31,11 +32,12 @@ class Adapter(nn.Module):
 
     slug: ClassVar[str] = ""
     mergeable: ClassVar[bool] = True
+    base_type: ClassVar[type[nn.Module]] = nn.Linear  # LN tuning wraps an nn.LayerNorm instead
 
     def __init__(self, base: nn.Linear) -> None:
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base).__name__}")
+        if not isinstance(base, self.base_type):
+            raise TypeError(f"{type(self).__name__} wraps an nn.{self.base_type.__name__}, got {type(base).__name__}")
         self.base = base
         self.base.requires_grad_(False)
         self.merged = False
@@ -50,6 +52,16 @@ class Adapter(nn.Module):
     @property
     def d_out(self) -> int:
         return self.base.out_features
+
+    @classmethod
+    def example_base(cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> nn.Module:
+        """A pretrained-looking layer of this method's ``base_type`` for tests and verification (random weight and
+        bias, ``W0 ~ N(0, 1/d_in)``, ``b ~ N(0, 0.01)``)."""
+        base = nn.Linear(d_in, d_out, bias=True, dtype=dtype)
+        with torch.no_grad():
+            base.weight.copy_(torch.randn(d_out, d_in, generator=generator, dtype=dtype) / d_in**0.5)
+            base.bias.copy_(torch.randn(d_out, generator=generator, dtype=dtype) * 0.1)
+        return base
 
     @property
     def factory(self) -> dict[str, Any]:

@@ -13,14 +13,23 @@ from torch import Tensor
 __all__ = [
     "block_diag",
     "cayley",
+    "circulant",
+    "cos",
     "diag",
     "eye",
+    "fft",
+    "ifft",
+    "ifft2",
     "inv",
+    "kron",
     "ones",
     "row_norm",
+    "sin",
     "skew",
+    "softmax",
     "sqrt",
     "svd",
+    "topk",
     "zeros",
 ]
 
@@ -50,6 +59,55 @@ def diag(v: Tensor) -> Tensor:
 def sqrt(v: Tensor) -> Tensor:
     """Element-wise square root."""
     return torch.sqrt(v)
+
+
+def cos(v: Tensor) -> Tensor:
+    """Element-wise cosine."""
+    return torch.cos(v)
+
+
+def sin(v: Tensor) -> Tensor:
+    """Element-wise sine."""
+    return torch.sin(v)
+
+
+def softmax(v: Tensor, dim: int = -1) -> Tensor:
+    """``exp(v) / Σ exp(v)`` along ``dim``."""
+    return torch.softmax(v, dim=dim)
+
+
+def topk(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of ``v`` along its last dimension and their indices (largest first)."""
+    values, indices = torch.topk(v, k, dim=-1)
+    return values, indices
+
+
+def kron(A: Tensor, B: Tensor) -> Tensor:
+    """Kronecker product: ``(m, n) ⊗ (p, q) → (mp, nq)``, block ``(i, j)`` is ``A[i, j] · B``."""
+    return torch.kron(A, B)
+
+
+def fft(v: Tensor, dim: int = -1) -> Tensor:
+    """Discrete Fourier transform along ``dim`` (complex result, unnormalised: ``F[k] = Σ_n v[n] e^{-2πikn/N}``)."""
+    return torch.fft.fft(v, dim=dim)
+
+
+def ifft(v: Tensor, dim: int = -1) -> Tensor:
+    """Inverse of `fft` along ``dim`` (carries the ``1/N``); complex result — take ``.real`` for real signals."""
+    return torch.fft.ifft(v, dim=dim)
+
+
+def ifft2(F: Tensor) -> Tensor:
+    """2-D inverse DFT over the last two dimensions (carries ``1/(MN)``); complex result."""
+    return torch.fft.ifft2(F)
+
+
+def circulant(c: Tensor) -> Tensor:
+    """Circulant matrix with first column ``c (n,)``: ``C[i, j] = c[(i - j) mod n]``, so ``C @ x`` is the circular
+    convolution ``c ⊛ x``. Batched over leading dimensions: ``(..., n) → (..., n, n)``."""
+    n = c.shape[-1]
+    idx = (torch.arange(n)[:, None] - torch.arange(n)[None, :]) % n  # (n, n)
+    return c[..., idx]
 
 
 def inv(M: Tensor) -> Tensor:

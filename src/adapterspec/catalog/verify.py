@@ -153,14 +153,6 @@ def _eval_formula(expr: str, names: dict[str, Any], item: LoadedEntry, fieldname
                           field=fieldname, line=item.line_of(*fieldname.split(".")))) from None
 
 
-def _base_layer(d_in: int, d_out: int, generator: torch.Generator) -> nn.Linear:
-    base = nn.Linear(d_in, d_out, bias=True, dtype=DTYPE)
-    with torch.no_grad():
-        base.weight.copy_(torch.randn(d_out, d_in, generator=generator, dtype=DTYPE) / math.sqrt(d_in))
-        base.bias.copy_(torch.randn(d_out, generator=generator, dtype=DTYPE) * 0.1)
-    return base
-
-
 def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in: int, d_out: int, seed: int,
                   res: Result) -> None:
     e, props = item.entry, item.entry.properties
@@ -169,7 +161,7 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
                         or e.implementation.hyperparameters[k] != v)
     shape = f"{d_out}×{d_in}" + (f", {variant}" if variant else "")
     g = torch.Generator().manual_seed(seed)
-    pristine = _base_layer(d_in, d_out, g)
+    pristine = adapter_class(slug).example_base(d_in, d_out, g, DTYPE)
 
     def add(name: str, ok: bool, detail: str = "", error: float | None = None, field_: str | None = None) -> None:
         res.checks.append(Check(f"{name} [{shape}]", ok, detail, error, field_,
