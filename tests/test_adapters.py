@@ -138,5 +138,5 @@ def test_ia3_output_scaling_scales_bias_input_scaling_does_not():
 
 
 def test_importing_adapterspec_does_not_import_peft():
-    code = "import sys, adapterspec, adapterspec.catalog; assert 'peft' not in sys.modules, 'peft imported'"
+    code = "import sys, adapterspec, adapterspec.catalog, adapterspec.interop.peft; assert 'peft' not in sys.modules, 'peft imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -8,10 +8,12 @@ cites. Anything else changing leaves the cached result valid.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,3 +59,44 @@ def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "result": result.to_json()}))
     return result, False
+
+
+def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
+    """The entry's equality matrix against peft (`adapterspec.interop.equality.Equality`), or ``None`` and why not.
+
+    Cached like verification, keyed by the converter, the method's source, the harness and the peft and torch versions.
+    """
+    from adapterspec.interop.peft import converters
+
+    slug = item.entry.module_slug
+    if item.entry.code.peft is None:
+        return None, "peft has no implementation of this method"
+    if slug not in converters():
+        return None, f"no converter from {item.entry.code.peft} yet"
+    try:
+        peft_version = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return None, "peft is not installed where this site was built, so the comparison did not run"
+    from adapterspec.interop import equality
+
+    formula = item.entry.properties.trainable_parameters
+    h = hashlib.sha256(f"{formula}|{peft_version}|{torch.__version__}".encode())
+    files = {Path(sys.modules[m].__file__) for m in (*_ENGINE, "adapterspec.interop.peft", "adapterspec.interop.equality")}
+    files.add(Path(converters()[slug].__file__))
+    files |= {Path(inspect.getfile(c)) for c in adapter_class(slug).__mro__ if c.__module__.startswith("adapterspec.")}
+    for f in sorted(files):
+        h.update(f.name.encode() + f.read_bytes())
+    key = h.hexdigest()[:20]
+    path = cache_dir / f"{item.slug}.peft.json" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return equality.Equality.from_json(data["result"]), "cached"
+        except (ValueError, KeyError, TypeError):
+            pass
+    result = equality.run(slug, formula=formula)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "result": result.to_json()}))
+    return result, ""

@@ -62,10 +62,12 @@ def _quote_status(result: Result, i: int) -> str:
     return "unchecked"
 
 
-def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path, bench: Benchmark | None = None) -> str:
+def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path, bench: Benchmark | None = None,
+                peft: tuple[object, str] = (None, "")) -> str:
     e = item.entry
     comparison = compare(bench, e.benchmark) if bench is not None else None
     return _env.get_template("method.md.j2").render(
+        peft_eq=peft[0], peft_note=peft[1], **_converter_doc(e.module_slug, root),
         comparison=comparison, setting=SETTING, bench_folder=bench.folder if bench else None,
         contradictions=_contradictions(e, comparison),
         e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
@@ -76,6 +78,17 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
     )
 
 
+def _converter_doc(slug: str, root: Path) -> dict[str, str]:
+    """The converter module's docstring, minus its title line, for the method page."""
+    from adapterspec.interop.peft import converters
+
+    conv = converters().get(slug)
+    if conv is None:
+        return {"peft_doc": "", "peft_path": ""}
+    body = inspect.cleandoc(conv.__doc__ or "").partition("\n")[2].strip()
+    return {"peft_doc": body, "peft_path": Path(conv.__file__).resolve().relative_to(root.resolve()).as_posix()}
+
+
 def _contradictions(entry, comparison: Comparison | None) -> dict[str, str]:
     """Rubric dimensions the entry claims and the independent benchmark contradicts, with the reason."""
     if comparison is None:
@@ -84,13 +97,14 @@ def _contradictions(entry, comparison: Comparison | None) -> dict[str, str]:
     return {d: why for d in claimed if (why := comparison.contradicts(d))}
 
 
-def index_page(catalog: Catalog, results: dict[str, Result], bench: Benchmark | None = None) -> str:
+def index_page(catalog: Catalog, results: dict[str, Result], bench: Benchmark | None = None,
+               peft: dict[str, tuple[object, str]] | None = None) -> str:
     rows = sorted(catalog, key=lambda it: (-grade(it.entry).score, it.entry.name.lower()))
     contradictions = {it.slug: _contradictions(it.entry, compare(bench, it.entry.benchmark) if bench else None)
                       for it in rows}
     return _env.get_template("index.md.j2").render(
         rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC,
-        contradictions=contradictions)
+        contradictions=contradictions, peft=peft or {})
 
 
 def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, Result]) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from adapterspec.catalog.benchmark import DEFAULT_BENCHMARK, Benchmark
-from adapterspec.catalog.cache import verify_cached
-from adapterspec.catalog.errors import CatalogError
+from adapterspec.catalog.cache import peft_equality, verify_cached
+from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
 from adapterspec.catalog.render import index_page, method_page
@@ -27,6 +27,7 @@ class SiteBuild:
     catalog: Catalog
     results: dict[str, Result]
     pages: dict[str, str]  # docs-relative path -> markdown
+    peft: dict[str, tuple[object, str]]  # slug -> (Equality or None, why not / "cached")
 
     @property
     def method_pages(self) -> list[tuple[str, str]]:
@@ -60,7 +61,18 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise CatalogError([err for r in failed for err in r.errors()])
-    pages = {"methods/index.md": index_page(catalog, results, bench)}
+    peft: dict[str, tuple[object, str]] = {}
+    errors = []
+    for item in catalog:  # the same weights through peft's layer and ours (when peft is installed)
+        eq, note = peft[item.slug] = peft_equality(item, root / cache if cache else None)
+        if eq is not None:
+            progress(f"adapterspec: peft  {item.slug:<12} {len(eq.cases):>3} cases  equal: {eq.ok}"
+                     f"{'  (cached)' if note == 'cached' else ''}")
+            errors += [EntryError(str(item.path), f"peft equality: {f}", field="code.peft",
+                                  line=item.line_of("code", "peft")) for f in eq.failures()]
+    if errors:
+        raise CatalogError(errors)
+    pages = {"methods/index.md": index_page(catalog, results, bench, peft)}
     for item in catalog:
-        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root, bench)
-    return SiteBuild(catalog, results, pages)
+        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root, bench, peft[item.slug])
+    return SiteBuild(catalog, results, pages, peft)

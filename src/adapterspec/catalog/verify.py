@@ -138,19 +138,31 @@ def _tol(reference: torch.Tensor) -> float:
     return RTOL * max(1.0, float(reference.abs().max()))
 
 
-def _eval_formula(expr: str, names: dict[str, Any], item: LoadedEntry, fieldname: str) -> float:
+def evaluate_formula(expr: str, names: dict[str, Any]) -> float:
+    """Evaluate a property formula (``r * (d_in + d_out)``): names, arithmetic, ``min max int round sqrt`` only.
+
+    Raises:
+        ValueError: the expression uses anything else, or cannot be evaluated with ``names``.
+    """
     try:
         tree = ast.parse(expr, mode="eval")
         for node in ast.walk(tree):
             if isinstance(node, (ast.Attribute, ast.Lambda, ast.Subscript)) or (
                     isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
-                                                        and node.func.id in ("min", "max", "int", "round"))):
-                raise ValueError("only arithmetic, names and min/max/int/round are allowed")
+                                                        and node.func.id in ("min", "max", "int", "round", "sqrt"))):
+                raise ValueError("only arithmetic, names and min/max/int/round/sqrt are allowed")
         scope = {"__builtins__": {"min": min, "max": max, "int": int, "round": round}, "sqrt": math.sqrt}
-        return eval(compile(tree, "<formula>", "eval"), scope, names)  # noqa: S307 — checked above
+        return eval(compile(tree, "<formula>", "eval"), scope, dict(names))  # noqa: S307 — checked above
     except Exception as e:  # noqa: BLE001
-        raise _Fail(Check(fieldname, False, f"cannot evaluate {expr!r}: {e}; names: {', '.join(sorted(names))}",
-                          field=fieldname, line=item.line_of(*fieldname.split(".")))) from None
+        raise ValueError(f"cannot evaluate {expr!r}: {e}; names: {', '.join(sorted(names))}") from None
+
+
+def _eval_formula(expr: str, names: dict[str, Any], item: LoadedEntry, fieldname: str) -> float:
+    try:
+        return evaluate_formula(expr, names)
+    except ValueError as e:
+        raise _Fail(Check(fieldname, False, str(e), field=fieldname,
+                          line=item.line_of(*fieldname.split(".")))) from None
 
 
 def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in: int, d_out: int, seed: int,

@@ -23,13 +23,19 @@ class OFT(Adapter):
     Args:
         base: the frozen layer.
         r: number of diagonal blocks; ``d_in`` must be divisible by it.
+        neumann_order: ``0`` (default) is the paper's exact Cayley map. ``m > 0`` replaces $(I - Q)^{-1}$ by its
+            Neumann series truncated after ``m`` terms, $R \approx (I + Q)(I + Q + \dots + Q^{m-1})$, which is only
+            approximately orthogonal (error of order $\lVert Q \rVert^{m+1}$). peft's default
+            (``num_cayley_neumann_terms=5``) is ``m = 4``.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 4) -> None:
+    def __init__(self, base: nn.Linear, r: int = 4, neumann_order: int = 0) -> None:
         super().__init__(base)
         if r < 1 or self.d_in % r:
             raise ValueError(f"r={r} must divide d_in={self.d_in} (R is made of r square blocks)")
-        self.r, self.b = r, self.d_in // r
+        if neumann_order < 0:
+            raise ValueError(f"neumann_order must be 0 (exact Cayley) or a positive number of terms, got {neumann_order}")
+        self.r, self.b, self.neumann_order = r, self.d_in // r, neumann_order
         # Only the strict upper triangle of each skew-symmetric block is free: b(b-1)/2 numbers per block.
         self.q = nn.Parameter(torch.empty(r, self.b * (self.b - 1) // 2, **self.factory))  # (r, b(b-1)/2)
         self.reset_parameters()
@@ -40,10 +46,19 @@ class OFT(Adapter):
     # --8<-- [end:init]
 
     # --8<-- [start:update]
-    def rotation(self) -> Tensor:
-        """The block-diagonal orthogonal ``R (d_in, d_in)``."""
+    def blocks(self) -> Tensor:
+        """The rotation blocks ``R_i``, stacked ``(r, b, b)``."""
         Q = ops.skew(self.q, self.b)  # (r, b, b), Qᵀ = -Q
-        return ops.block_diag(ops.cayley(Q))  # (d_in, d_in)
+        if not self.neumann_order:
+            return ops.cayley(Q)  # (I + Q)(I - Q)⁻¹, exactly orthogonal
+        S, Q_k = torch.zeros_like(Q), torch.eye(self.b, **self.factory).expand_as(Q)
+        for _ in range(self.neumann_order):  # S = I + Q + … + Q^(m-1) ≈ (I - Q)⁻¹
+            S, Q_k = S + Q_k, Q_k @ Q
+        return S + Q @ S  # (I + Q) S
+
+    def rotation(self) -> Tensor:
+        """The block-diagonal ``R (d_in, d_in)`` (orthogonal with the exact Cayley map)."""
+        return ops.block_diag(self.blocks())  # (d_in, d_in)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
         return W0 @ self.rotation().T  # (d_out, d_in): each neuron (row) w ↦ R w
@@ -52,7 +67,7 @@ class OFT(Adapter):
         if self.merged:
             return self.base(x)
         # Rotate the input block by block (never forming the d_in × d_in matrix): row vector x ↦ (Rᵀ x)ᵀ = xᵀ R.
-        R_blocks = ops.cayley(ops.skew(self.q, self.b))  # (r, b, b)
+        R_blocks = self.blocks()  # (r, b, b)
         x_blocks = x.unflatten(-1, (self.r, self.b))  # (..., r, b)
         x_rot = torch.einsum("...ki,kij->...kj", x_blocks, R_blocks).flatten(-2)  # (..., d_in)
         return self.base(x_rot)
@@ -60,4 +75,5 @@ class OFT(Adapter):
 
     def symbols(self) -> dict:
         Q = ops.skew(self.q, self.b)
-        return {**super().symbols(), "q": self.q, "Q": Q, "R": self.rotation(), "r": self.r, "b": self.b}
+        return {**super().symbols(), "q": self.q, "Q": Q, "R": self.rotation(), "r": self.r, "b": self.b,
+                "neumann_order": self.neumann_order}

@@ -1,0 +1,1 @@
+"""Conversions between adapterspec modules and other libraries' layers (peft only imported where used)."""
