@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import torch
 
 from adapterspec.catalog.benchmark import SETTING, Benchmark, Comparison, compare
 from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
@@ -78,6 +79,9 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
     )
 
 
+SPEED_TARGET = 1.5  # ours / peft, forward + backward
+
+
 def _converter_doc(slug: str, root: Path) -> dict[str, str]:
     """The converter module's docstring, minus its title line, for the method page."""
     from adapterspec.interop.peft import converters
@@ -105,6 +109,17 @@ def index_page(catalog: Catalog, results: dict[str, Result], bench: Benchmark | 
     return _env.get_template("index.md.j2").render(
         rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC,
         contradictions=contradictions, peft=peft or {})
+
+
+def peft_page(catalog: Catalog, peft: dict[str, tuple[object, str]], speed: dict | None,
+              peft_version: str | None) -> str:
+    """The equality summary over every entry, and the speed table from ``docs/data/peft_speed.json``."""
+    from adapterspec.interop.peft import converters
+
+    notes = {slug: getattr(c, "SPEED_NOTE", None) for slug, c in converters().items()}
+    return _env.get_template("peft.md.j2").render(
+        catalog=catalog, peft=peft, speed=speed, target=SPEED_TARGET, torch_version=torch.__version__,
+        peft_version=peft_version, speed_notes={k: v for k, v in notes.items() if v})
 
 
 def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, Result]) -> str:

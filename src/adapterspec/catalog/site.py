@@ -5,6 +5,7 @@ The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around `build_site
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from adapterspec.catalog.cache import peft_equality, verify_cached
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
-from adapterspec.catalog.render import index_page, method_page
+from adapterspec.catalog.render import index_page, method_page, peft_page
 from adapterspec.catalog.verify import Result
 
 log = logging.getLogger("adapterspec")
+SPEED = "docs/data/peft_speed.json"  # written by scripts/bench_peft.py --write
 
 
 @dataclass
@@ -72,7 +74,11 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
                                   line=item.line_of("code", "peft")) for f in eq.failures()]
     if errors:
         raise CatalogError(errors)
-    pages = {"methods/index.md": index_page(catalog, results, bench, peft)}
+    speed_file = root / SPEED
+    speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
+    versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
+    pages = {"methods/index.md": index_page(catalog, results, bench, peft),
+             "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None)}
     for item in catalog:
         pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root, bench, peft[item.slug])
     return SiteBuild(catalog, results, pages, peft)

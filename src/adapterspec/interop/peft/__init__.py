@@ -11,7 +11,8 @@ found automatically like the methods themselves. A converter module defines:
   layer's frozen base module), with peft's tensors copied in;
 * ``peft_config(**kwargs)``: the peft config for one case of the equality matrix, and ``CASES``, the cases
   (``SHAPES`` optionally overrides the ``(d_in, d_out)`` pairs) — used by `adapterspec.interop.equality`;
-* optionally ``matches(layer, name)``, when several methods share one peft layer class (LoRA and DoRA), and
+* optionally ``BENCH``, the config ``scripts/bench_peft.py`` times (default: the first case), and
+  ``matches(layer, name)``, when several methods share one peft layer class (LoRA and DoRA), and
   ``EXPLICIT = True`` for a method only chosen by name (PiSSA is LoRA after an SVD init: ``method="pissa"``).
 
 peft is only imported by the functions that need it; importing this module does not import peft.

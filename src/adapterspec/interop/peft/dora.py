@@ -8,6 +8,7 @@ from adapterspec.interop.peft import lora
 from adapterspec.methods.dora import DoRA
 
 LAYER = lora.LAYER
+BENCH = dict(r=16, lora_alpha=32, use_dora=True)
 CASES = [
     dict(r=4, lora_alpha=8, use_dora=True),
     dict(r=8, lora_alpha=4, use_dora=True),

@@ -8,6 +8,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.ia3 import IA3
 
 LAYER = "peft.tuners.ia3.layer.Linear"
+BENCH = dict(feedforward_modules=[])
 CASES = [
     dict(feedforward_modules=[]),  # scales the output (keys, values)
     dict(feedforward_modules=["proj"]),  # scales the input (FFN down projection)

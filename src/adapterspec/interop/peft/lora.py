@@ -8,6 +8,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.lora import LoRA
 
 LAYER = "peft.tuners.lora.layer.Linear"
+BENCH = dict(r=16, lora_alpha=32)  # the speed benchmark's config (scripts/bench_peft.py)
 CASES = [
     dict(r=4, lora_alpha=8),
     dict(r=8, lora_alpha=16, use_rslora=True),

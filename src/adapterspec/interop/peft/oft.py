@@ -21,6 +21,7 @@ from adapterspec.methods.oft import OFT
 
 LAYER = "peft.tuners.oft.layer.Linear"
 SHAPES = [(24, 40), (48, 20)]
+BENCH = dict(r=0, oft_block_size=32)  # peft's defaults: 32 blocks of 32, Neumann series
 CASES = [
     dict(r=4, oft_block_size=0),  # peft's default Neumann series (5 terms)
     dict(r=0, oft_block_size=8, use_cayley_neumann=False),  # exact Cayley: peft's sign convention

@@ -13,6 +13,7 @@ from adapterspec.methods.pissa import PiSSA
 
 LAYER = lora.LAYER
 EXPLICIT = True
+BENCH = dict(r=16, lora_alpha=16, init_lora_weights="pissa")
 CASES = [
     dict(r=4, lora_alpha=4, init_lora_weights="pissa"),
     dict(r=8, lora_alpha=16, init_lora_weights="pissa"),
