@@ -136,3 +136,13 @@ def test_pissa_is_chosen_by_name():
     assert type(from_peft(layer, method="pissa")) is PiSSA
     with pytest.raises(PeftConversionError, match="method='dora'"):
         from_peft(layer, method="dora")
+
+
+def test_cli_compares_with_peft(capsys):
+    from adapterspec.cli import main
+
+    assert main(["peft", "lora", "ia3"]) == 0
+    out = capsys.readouterr().out
+    assert "equal  lora" in out and "2/2 methods equal peft's layers" in out
+    assert main(["peft", "not-a-method"]) == 2
+    assert "no peft converter for not-a-method" in capsys.readouterr().err

@@ -5,6 +5,7 @@ adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, 
 adapterspec schema [--write]                                     print (or write) entries/schema.json
 adapterspec new SLUG [--name NAME]                               scaffold entries/SLUG.yaml + methods/SLUG.py
 adapterspec list                                                 the methods with a reference module
+adapterspec peft [SLUG ...]                                      compare modules with peft's layers (needs peft)
 ```
 """
 
@@ -106,6 +107,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_peft(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        import peft  # noqa: F401 — a dev dependency
+    except ImportError:
+        print("adapterspec: peft is not installed (pip install -e '.[dev]')", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from adapterspec.interop import equality
+    from adapterspec.interop.peft import converters
+
+    catalog = {it.entry.module_slug: it.entry for it in _catalog(args.entries)}
+    slugs = args.slugs or sorted(converters())
+    unknown = sorted(set(slugs) - set(converters()))
+    if unknown:
+        print(f"adapterspec: no peft converter for {', '.join(unknown)}; have: {', '.join(sorted(converters()))}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    failed = []
+    for slug in slugs:
+        entry = catalog.get(slug)
+        eq = equality.run(slug, formula=entry.properties.trainable_parameters if entry else None)
+        status = "equal" if eq.ok else "DIFFER"
+        print(f"{status:<6} {slug:<12} {len(eq.cases):>3} cases  max rel err float32 {eq.worst('float32'):.1e}  "
+              f"float64 {eq.worst('float64'):.1e}  vs {eq.peft_layer} (peft {eq.peft_version})", flush=True)
+        for f in eq.failures():
+            print(f"  {f}", file=sys.stderr)
+        failed += [slug] if not eq.ok else []
+    print(f"{len(slugs) - len(failed)}/{len(slugs)} methods equal peft's layers in {time.perf_counter() - start:.1f} s"
+          + (f"; differ: {', '.join(failed)}" if failed else ""))
+    return EXIT_FAILED if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapterspec", description="Adapters as Hypotheses: verify the catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_new)
     p = sub.add_parser("list", help="methods with a reference implementation")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("peft", help="run the equality matrix against peft's layers (needs peft, a dev dependency)")
+    p.add_argument("slugs", nargs="*", metavar="SLUG", help="methods to compare (default: every converter)")
+    p.add_argument("--entries", default="entries", help="entries directory, for the parameter formulas")
+    p.set_defaults(func=cmd_peft)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
