@@ -58,6 +58,9 @@ class Properties(_Strict):
     preserves_neuron_gram: bool | None = Field(
         None, description="W' W'ᵀ == W0 W0ᵀ: norms of and angles between neurons unchanged (checked either way)")
     row_norms: str | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
+    shared_across_layers: list[str] = Field(
+        default_factory=list, description="symbols one copy of which serves every adapted layer of a model (VeRA's "
+        "frozen random pair, VB-LoRA's vector bank); checked to be independent of the layer's own weights")
 
 
 class Evidence(_Strict):

@@ -277,6 +277,27 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
     add("trainable parameter count", count == expected,
         f"{props.trainable_parameters} = {expected:g}; module has {count}", None, "properties.trainable_parameters")
 
+    if props.shared_across_layers:
+        # A tensor shared by every layer cannot depend on any one layer's weights: built on another layer of the same
+        # shape, under the same seed, it must come out identical.
+        syms = _symbols(module)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            other_base = adapter_class(slug).example_base(d_in, d_out, torch.Generator().manual_seed(seed + 99), DTYPE)
+            other = _symbols(create(slug, other_base, **hp).to(DTYPE))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = _symbols(create(slug, copy.deepcopy(pristine), **hp).to(DTYPE))
+        for name in props.shared_across_layers:
+            if not isinstance(syms.get(name), torch.Tensor):
+                add("shared across layers", False, f"'{name}' is not a tensor symbol of the module", None,
+                    "properties.shared_across_layers")
+                continue
+            same = torch.equal(fresh[name], other[name])
+            kind = "trained" if isinstance(getattr(module, name, None), torch.nn.Parameter) else "frozen"
+            add(f"shared across layers: {name}", same, f"{kind}; independent of the layer's weights: {same}", None,
+                "properties.shared_across_layers")
+
     cls = adapter_class(slug)
     add("mergeable", cls.mergeable == props.mergeable, f"declared {props.mergeable}, module says {cls.mergeable}",
         None, "properties.mergeable")
