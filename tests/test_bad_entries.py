@@ -61,6 +61,9 @@ CASES = [
          ("trainable parameter count", "r * d_in"), "trainable_parameters: r * d_in", stage="verify"),
     Case("false-identity-claim", "identity_at_init: true", "identity_at_init: false",
          ("identity_at_init", "declared False"), "identity_at_init: false", stage="verify"),
+    Case("shared-unknown-symbol", "identity_at_init: true", "identity_at_init: true\n  shared_across_layers: [Z]",
+         ("properties.shared_across_layers", "'Z' is not a tensor symbol"), "shared_across_layers: [Z]",
+         stage="verify"),
     Case("bad-hyperparameter", "    r: 4\n", "    rank: 4\n", ("unknown hyperparameter", "rank", "valid: r, alpha"),
          "hyperparameters:", stage="verify"),
 ]
@@ -157,3 +160,17 @@ def test_yml_extension_is_reported(tmp_path: Path):
     with pytest.raises(CatalogError) as info:
         load_catalog(root)
     assert any(e.file.endswith("vera.yml") and "vera.yaml" in e.message for e in info.value.errors)
+
+
+def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path):
+    """PiSSA's A comes from the SVD of the layer's own weight, so claiming one copy serves every layer is caught."""
+    root = tmp_path / "entries"
+    root.mkdir()
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+        shutil.copy(ENTRIES / name, root)
+    text = (root / "pissa.yaml").read_text(encoding="utf-8")
+    (root / "pissa.yaml").write_text(text.replace("properties:\n", "properties:\n  shared_across_layers: [A]\n", 1),
+                                     encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries["pissa"])
+    message = "\n".join(str(e) for e in result.errors())
+    assert "shared across layers: A" in message and "independent of the layer's weights: False" in message
