@@ -22,7 +22,8 @@ class DeLoRA(Adapter):
     rank-one matrices, so only the *directions* of $a_i, b_i$ matter and its norm is at most 1 (Eqs. 5-7). The learned
     scalar $\lambda$ sets the strength. $D_W$ (Eq. 8, "weights-norm scaling") multiplies column $j$ of the update by
     the norm of column $j$ of the pretrained weight (the weights reading input feature $j$), frozen at init; the paper
-    writes it $\lVert W \rVert$, peft and the authors' code use these per-input-feature norms.
+    writes a single factor $\lVert W \rVert$ without naming the norm; peft (and code circulating as the authors') use
+    these per-input-feature norms.
 
     The normalisation forbids LoRA's $B = 0$ start, so the paper draws both factors at random and subtracts a frozen
     copy of the initial update, $B_0 \Xi_0 A_0$ with $\lambda_0$ (Eq. 9; the paper folds it into $W_0$, here it is kept

@@ -59,7 +59,7 @@ class VBLoRA(Adapter):
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
         # A small random bank (not zero: a zero bank would leave the logits without gradient) and near-uniform
-        # logits. Both factors are non-zero, so W' = W0 + BA is NOT W0 at init; BA is small (entries ~ r·bound²).
+        # logits. Both factors are non-zero, so W' = W0 + BA is NOT W0 at init; BA is small (|entries| <= r·bound²).
         nn.init.uniform_(self.vector_bank, -self.init_bank_bound, self.init_bank_bound)
         nn.init.normal_(self.logits_A, 0.0, self.init_logits_std)
         nn.init.normal_(self.logits_B, 0.0, self.init_logits_std)
