@@ -35,12 +35,14 @@ class RandLoRA(Adapter):
     Args:
         base: the frozen layer.
         r: rank of each random basis. The trainable count falls as ``r`` grows (``≈ d²/r + d``); the update stays
-            full rank. The paper uses 6 to 15 on LLMs; 32 is peft's default.
+            full rank. The paper uses 6, 8 and 10 on CLIP; for LLMs Table 9 lists 6 to 15 while Table 15 runs 5 to 60;
+            32 is peft's default.
         alpha: scale numerator; ``alpha / r`` is the "base scaling coefficient" (2 in the paper's LLM runs, so the
             default ``alpha = 64`` with ``r = 32``).
-        scaling: ``"paper"``: $s = \alpha / (r\sqrt{n})$ (Appendix C.4: the base coefficient times $1/\sqrt{n}$,
-            "to account for the increasing norm of the sum of random matrices"); ``"peft"``: $s = \alpha / r$, what
-            peft 0.21.2 applies (its default ``randlora_alpha=640``, ``r=32`` gives $s = 20$).
+        scaling: ``"paper"``: $s = \alpha / (r\sqrt{n})$ (the LLM runs, Appendix C.4 and Table 9: the base coefficient
+            times $1/\sqrt{n}$, to offset the growing norm of a sum of $n$ random terms); ``"peft"``: $s = \alpha / r$,
+            what peft 0.21.2 applies (its default ``randlora_alpha=640``, ``r=32`` gives $s = 20$), and also the paper's
+            CLIP rule $10/r$ with ``alpha = 10`` (Table 8).
         sparsity: ``0`` for dense bases; ``s ≥ 2`` for the paper's ternary bases (Section 6.4): entries $-1, 0, +1$
             with probabilities $1/s, 1 - 2/s, 1/s$, then divided by their standard deviation.
         seed: seed of the generator that draws $A$ and the $B_j$.
