@@ -282,8 +282,8 @@ def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in:
         # shape, under the same seed, it must come out identical.
         syms = _symbols(module)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
             other_base = adapter_class(slug).example_base(d_in, d_out, torch.Generator().manual_seed(seed + 99), DTYPE)
+            torch.manual_seed(seed)  # after building the layer, which may itself draw from the global generator
             other = _symbols(create(slug, other_base, **hp).to(DTYPE))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
