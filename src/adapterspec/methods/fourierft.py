@@ -23,8 +23,9 @@ class FourierFT(Adapter):
     the ``n`` trainable coefficients. IDFT2 carries the $1/(d_{out} d_{in})$ of ``torch.fft.ifft2``, as the paper's
     Algorithm 1 and peft do (its Eq. 3 omits it; $\alpha$ absorbs the difference). Each coefficient adds one real 2-D
     cosine wave of rank at most 2, so $\operatorname{rank}(\Delta W) \le 2n$. Only cosines appear, so every update
-    is even: $\Delta W_{-p,-q} = \Delta W_{p,q}$ (indices modulo the dimensions). The paper draws
-    $c \sim \mathcal{N}(0, 1)$: the layer does *not* start at $W_0$.
+    is even: $\Delta W_{-p,-q} = \Delta W_{p,q}$ (indices modulo the dimensions); even with every entry selected
+    the updates span only the even matrices, about half the dimensions of $\mathbb{R}^{d_{out}\times d_{in}}$.
+    The paper draws $c \sim \mathcal{N}(0, 1)$: the layer does *not* start at $W_0$.
 
     Args:
         base: the frozen layer.

@@ -17,15 +17,18 @@ class SHiRA(Adapter):
       \lVert M \rVert_0 = k = r\,(d_{in} + d_{out})$$
 
     $M$ is chosen once, before training, and frozen; the $k$ entries of $S$ on it are trained, starting at zero (the
-    masked weights start at their pretrained values). They are stored as the paper does (Fig. 3a): the values ``s``
-    ``(k,)`` and their positions ``indices`` ``(2, k)`` (row = output, column = input), in row-major order.
+    masked weights start at their pretrained values). Like the paper's Fig. 3a they are stored as ``k`` values and their
+    positions, ``s`` ``(k,)`` and ``indices`` ``(2, k)`` (row = output, column = input), in row-major order; here the
+    values are the changes $S$, not the new weights that Fig. 3a writes over $W_0$.
     $k = r(d_{in} + d_{out})$ is peft's sizing, the parameter count of a rank-$r$ LoRA; the paper speaks of 1–2 % of
-    each weight instead. $S$ is not low rank: a random sparse $S$ with a few entries per row is generically of full
-    rank. $\alpha = 1$ in training (the paper's Lemma 4.3); other values rescale the adapter at inference.
+    each weight instead. $S$ is not low rank: with generic values its rank equals the largest number of mask entries
+    with no two in the same row or column, which is full for all but very sparse or crowded masks. $\alpha = 1$ in
+    training (the paper's Lemma 4.3); other values rescale the adapter at inference.
 
     Args:
         base: the frozen layer.
-        r: sets the number of trainable entries, ``k = r * (d_in + d_out)`` (not a rank: it does not bound rank(ΔW)).
+        r: sets the number of trainable entries, ``k = r * (d_in + d_out)`` (not a rank: it does not bound
+            rank(ΔW)).
         mask_type: ``"random"`` (SHiRA-Rand: ``k`` distinct entries drawn uniformly from ``seed``; peft's only mask) or
             ``"weight_magnitude"`` (SHiRA-WM: the ``k`` entries of largest ``|W0|``). The paper's gradient masks
             (SHiRA-Grad, ``|∇W L|``; SHiRA-SNIP, ``|W0 ⊙ ∇W L|``) need calibration data: compute the scores and call
