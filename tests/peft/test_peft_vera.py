@@ -39,7 +39,7 @@ def test_seeded_pair_is_peft_pair_for_one_shape(key):
     ours = VeRA(copy.deepcopy(lin), r=8, seed=key)
     assert torch.equal(ours.A, layer.vera_A["default"][:, :24])
     assert torch.equal(ours.B, layer.vera_B["default"][:40])
-    assert torch.equal(ours.d, layer.vera_lambda_d["default"]) and float(ours.d[0]) == pytest.approx(0.1)
+    assert torch.equal(ours.d, layer.vera_lambda_d["default"]) and ours.d[0].item() == pytest.approx(0.1)
     assert torch.equal(ours.b, layer.vera_lambda_b["default"]) and not ours.b.any()
 
 
