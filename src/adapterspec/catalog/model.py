@@ -24,6 +24,9 @@ class Paper(_Strict):
     authors: str = Field(description='"First author et al."')
     year: int = Field(ge=1990, le=2100)
     venue: str | None = None
+    version: str | None = Field(None, pattern=r"^v\d+$", description="the arXiv version cited, when a later version "
+                                "of the same record rewrote the method (Bone: v3); quotes are then only checked "
+                                "against a saved text of that version")
 
 
 class Code(_Strict):

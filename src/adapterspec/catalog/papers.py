@@ -50,6 +50,18 @@ class PaperTexts:
         p = self.path(arxiv)
         return _read_normalised(str(p), p.stat().st_mtime_ns) if p else None
 
+    def version(self, arxiv: str) -> str | None:
+        """The arXiv version of the saved text (``"v12"``), read from its ``arXiv:ID vN`` stamp, if it has one."""
+        text = self.text(arxiv)
+        m = re.search(re.escape(arxiv) + r"(v\d+)", text) if text else None
+        return m.group(1) if m else None
+
+    def text_of(self, arxiv: str, version: str | None) -> str | None:
+        """The saved text, unless the entry cites another version of the paper than the one saved."""
+        if version is not None and self.version(arxiv) not in (None, version):
+            return None
+        return self.text(arxiv)
+
     def contains(self, arxiv: str, quote: str) -> bool:
         text = self.text(arxiv)
         return text is not None and normalise(quote) in text

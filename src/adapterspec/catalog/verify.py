@@ -369,8 +369,9 @@ def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> 
         res.quotes = "unchecked"
         return
     res.quotes = "checked"
+    versions = {p.arxiv: p.version for p in item.entry.papers}
     for i, ev in enumerate(item.entry.evidence):
-        text = papers.text(ev.paper)
+        text = papers.text_of(ev.paper, versions.get(ev.paper))
         if text is None:
             res.quotes = "partly unchecked"
             continue
