@@ -62,6 +62,7 @@ def bench(slug: str, blocks: int, steps: int) -> dict:
     config = dict(getattr(conv, "BENCH", conv.CASES[0]))
     gen = torch.Generator().manual_seed(0)
     base = adapter_class(slug).example_base(D, D, gen, torch.float32)
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")  # peft's SHiRA, on every call
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = peft.get_peft_model(_OneLayer(base), conv.peft_config(target_modules=["proj"], **config))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from adapterspec import ops
-from adapterspec.adapter import Adapter
 from adapterspec.methods.lora import LoRA
 
 
@@ -49,10 +49,20 @@ class DoRA(LoRA):
         if self.detach_norm:
             V_norm = V_norm.detach()
         return (self.m / V_norm)[:, None] * V  # (d_out, d_in), row i has norm m_i
-    # --8<-- [end:update]
 
-    # The norm needs the full V anyway, so DoRA uses the base class's forward, x ↦ W' x + b, not LoRA's shortcut.
-    forward = Adapter.forward
+    def forward(self, x: Tensor) -> Tensor:
+        if self.merged:
+            return self.base(x)
+        # Same value as adapted_weight: W' x = diag(m / ‖V‖) (W0 x + s·B A x). The norm needs V, but the matrix
+        # products that carry gradients stay low-rank.
+        W0 = self.base.weight
+        V_norm = ops.row_norm(W0 + self.scaling * self.B @ self.A)  # (d_out,)
+        if self.detach_norm:
+            V_norm = V_norm.detach()
+        Vx = F.linear(x, W0) + self.scaling * (x @ self.A.T) @ self.B.T  # (..., d_out)
+        y = (self.m / V_norm) * Vx  # (..., d_out)
+        return y if self.base.bias is None else y + self.base.bias
+    # --8<-- [end:update]
 
     def symbols(self) -> dict:
         return {**super().symbols(), "m": self.m}

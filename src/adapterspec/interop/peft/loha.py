@@ -14,6 +14,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.loha import LoHa
 
 LAYER = "peft.tuners.loha.layer.Linear"
+BENCH = dict(r=8, alpha=8)  # peft's defaults, for scripts/bench_peft.py
 CASES = [
     dict(r=4, alpha=2),  # LyCORIS's LoHa defaults (dimension 4, alpha 2)
     dict(r=8, alpha=8),  # peft's defaults

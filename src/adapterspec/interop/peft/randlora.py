@@ -21,6 +21,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.randlora import RandLoRA
 
 LAYER = "peft.tuners.randlora.layer.Linear"
+BENCH = dict()  # peft's defaults (r = 32), for scripts/bench_peft.py
 CASES = [
     dict(r=4, randlora_alpha=8),
     dict(r=5, randlora_alpha=100, projection_prng_key=3),  # r divides neither 24 nor 40: n = ⌈d/r⌉

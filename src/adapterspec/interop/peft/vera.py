@@ -15,6 +15,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.vera import VeRA
 
 LAYER = "peft.tuners.vera.layer.Linear"
+BENCH = dict(r=256)  # peft's default and the paper's usual rank, for scripts/bench_peft.py
 CASES = [
     dict(r=4),
     dict(r=8, d_initial=0.5, projection_prng_key=3),
