@@ -14,13 +14,14 @@ class Bone(Adapter):
     $$W'_{ab} = W_{0,ab} + W_{0,ab}\, D_a + D_a = W_{0,ab}\,(I_r + D_a) + D_a,\qquad D_a \in \mathbb{R}^{r\times r},\
       a = 1,\dots,d_{out}/r,\ b = 1,\dots,d_{in}/r$$
 
-    $W_{0,ab}$ is the block of output rows $ar \dots ar + r - 1$ and input columns $br \dots br + r - 1$ of the
-    ``(d_out, d_in)`` weight. One $D_a$ serves all $d_{in}/r$ blocks of output block-row $a$. Read per output group $a$:
-    the $r$ neurons of the group see their input re-mixed chunk by chunk by the same $I_r + D_a$ (a block-diagonal,
-    unconstrained input-side transform), plus the shift $D_a$ repeated in every chunk. The multiplicative term is what
-    the paper's early versions call the "Weight Guide" (the update is steered by $W_0$); the shift alone, with $D$
-    reshaped to ``(d_out, r)``, is exactly the later MiSS update. $D = 0$ at init, so $W' = W_0$; $\Delta W$ is not
-    rank-limited. The paper's v4–v5 renamed this rule "Bat" (and peft selects it with ``init_weights="bat"``).
+    $W_{0,ab}$ is the block of output rows $(a-1)r+1 \dots ar$ and input columns $(b-1)r+1 \dots br$ of the
+    ``(d_out, d_in)`` weight (counting from 1). One $D_a$ serves all $d_{in}/r$ blocks of output block-row $a$. Read
+    per output group $a$: the $r$ neurons of the group see their input re-mixed chunk by chunk by the same
+    $I_r + D_a$ (a block-diagonal, unconstrained input-side transform), plus the shift $D_a$ repeated in every chunk.
+    The multiplicative term is what the paper's early versions call the "Weight Guide" (the update is steered by
+    $W_0$); the shift alone, with $D$ reshaped to ``(d_out, r)``, is exactly the later MiSS update. $D = 0$ at init, so
+    $W' = W_0$; $\Delta W$ is not rank-limited. The paper's v4–v5 renamed this rule "Bat" (and peft selects it with
+    ``init_weights="bat"``).
 
     The stacked $D$ ``(d_out/r, r, r)`` is the layout of peft's ``miss_block`` in ``"bat"`` mode.
 

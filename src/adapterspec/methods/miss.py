@@ -16,12 +16,13 @@ class MiSS(Adapter):
       E = \big[\,I_r\ \ I_r\ \cdots\ I_r\,\big]_{:,\,1:d_{in}} \in \{0,1\}^{r\times d_{in}},\qquad
       \Delta W_{:,j} = D_{:,\,j \bmod r}$$
 
-    This is the paper's efficient form MiSS$_e$ (Eqs. 4–7), the one its experiments use and peft implements: the
-    input $x$ is cut into consecutive chunks of $r$ coordinates, the chunks are summed, $S = E x = \sum_i x^{(i)}
-    \in \mathbb{R}^r$, and the update adds $D S$ (Eq. 7). Every input coordinate $j$ shares its update column with all
-    coordinates $j' \equiv j \pmod r$: one shard $D$ is shared by all $\lceil d_{in}/r \rceil$ column blocks of
-    $\Delta W$, so $\operatorname{rank}(\Delta W) \le r$. When $r$ does not divide $d_{in}$, the last chunk is
-    zero-padded (as in peft), which is the same rule $\Delta W_{:,j} = D_{:,\,j \bmod r}$ on a partial last block.
+    This is the paper's efficient form MiSS$_e$ (Eqs. 4–7), the one peft implements and the paper's parameter counts
+    follow: the input $x$ is cut into consecutive chunks of $r$ coordinates, the chunks are summed,
+    $S = E x = \sum_i x^{(i)} \in \mathbb{R}^r$, and the update adds $D S$ (Eq. 7). Every input coordinate $j$ shares
+    its update column with all coordinates $j' \equiv j \pmod r$: one shard $D$ is shared by all
+    $\lceil d_{in}/r \rceil$ column blocks of $\Delta W$, so $\operatorname{rank}(\Delta W) \le r$. When $r$ does not
+    divide $d_{in}$, the last chunk is zero-padded (as in peft), which is the same rule
+    $\Delta W_{:,j} = D_{:,\,j \bmod r}$ on a partial last block.
     $D = 0$ at init, so $W' = W_0$. There is no scale factor.
 
     With ``mini_r`` (peft's ``init_weights="mini"``, not in the paper's text) the rows of $D$ are shared as well:
