@@ -29,7 +29,8 @@ class C3A(Adapter):
     Args:
         base: the frozen layer.
         b: block size, a common divisor of ``d_in`` and ``d_out``; ``None`` takes their greatest common divisor
-            (the paper's practical choice, Section 3.5; its LLaMA runs use ``b = 128``, peft's default is 256).
+            (the rule Section 3.5 states, although the paper's main GLUE and LLaMA runs use ``b = 128``; peft's default
+            is 256, and its help suggests the gcd over all target layers).
         init: ``"xavier_uniform"`` (the paper's, and peft's default: $U(-a, a)$, $a = \sqrt{6/(d_{in}+d_{out})}$),
             ``"kaiming_uniform"`` ($a = \sqrt{1/d_{in}}$), ``"gaussian"`` ($\mathcal{N}(0, 1)$) or ``"zeros"``
             (starts at $W_0$; peft's ``init_weights=True``): the four inits of the paper's ablation (Figure 3).

@@ -18,10 +18,11 @@ class RoAd(Adapter):
 
     The paper writes $z = R h$ with $h = W_0^\top x$ for a ``d_1 × d_2`` (input × output) weight, so $R$ is
     ``d_out × d_out`` and acts on the output; in the ``(d_out, d_in)`` layout of ``nn.Linear`` the merged weight is
-    $R W_0$ (the paper's $W_0 R^\top$). The bias is part of the output and is rotated with it. Three variants tie the
-    block entries (Table 1): ``variant=1`` one $(\alpha_i, \theta_i)$ per block, a scaled rotation (Eq. 2 with a
-    magnitude); ``variant=2`` one pair per *row* of the block; ``variant=4`` all four entries free. Pair $i$ joins
-    output coordinates $p_i = g\lfloor i/(g/2)\rfloor + (i \bmod g/2)$ and $q_i = p_i + g/2$ for a group size $g$:
+    $R W_0$ (the paper's $W_0 R^\top$). The bias is part of the output and is rotated with it, as in peft (the paper
+    never mentions a bias). Three variants tie the block entries (Table 1): ``variant=1`` one $(\alpha_i, \theta_i)$
+    per block, a scaled rotation (Eq. 2 with a magnitude); ``variant=2`` one pair per *row* of the block; ``variant=4``
+    all four entries free. Pair $i$ joins output coordinates $p_i = g\lfloor i/(g/2)\rfloor + (i \bmod g/2)$ and
+    $q_i = p_i + g/2$ for a group size $g$:
     $g = 2$ gives the paper's adjacent pairs $(2i, 2i+1)$ (0-based), peft's default $g = 64$ pairs coordinate $j$ with
     $j + 32$ inside each group of 64. $\alpha = 1$, $\theta = 0$ at init, so $R = I$.
 
