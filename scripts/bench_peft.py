@@ -30,15 +30,6 @@ OUT = ROOT / "docs" / "data" / "peft_speed.json"
 D, BATCH, TOKENS = 1024, 8, 128
 
 
-class _OneLayer(nn.Module):
-    def __init__(self, proj: nn.Module) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _step(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
     for p in layer.parameters():
         p.grad = None
@@ -53,9 +44,8 @@ def _time_block(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int) 
 
 
 def bench(slug: str, blocks: int, steps: int) -> dict:
-    import peft
-
-    from adapterspec.interop.peft import converters, from_peft
+    from adapterspec.interop.equality import randomize_peft_, wrap
+    from adapterspec.interop.peft import converters, from_peft, peft_config
     from adapterspec.registry import adapter_class
 
     conv = converters()[slug]
@@ -63,14 +53,8 @@ def bench(slug: str, blocks: int, steps: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     base = adapter_class(slug).example_base(D, D, gen, torch.float32)
     warnings.filterwarnings("ignore", message="Sparse invariant checks")  # peft's SHiRA, on every call
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_OneLayer(base), conv.peft_config(target_modules=["proj"], **config))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    theirs = model.base_model.model.proj
+    model, theirs = wrap(base, peft_config(slug, target_modules=["proj"], **config))
+    randomize_peft_(model, gen, scale=0.1)
     ours = from_peft(theirs, method=slug)
     x = torch.randn(BATCH, TOKENS, D, generator=gen)
     g = torch.randn(BATCH, TOKENS, D, generator=gen)

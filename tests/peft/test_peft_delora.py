@@ -1,4 +1,4 @@
-"""DeLoRA against peft 0.21.2: the equality matrix, and where the paper's start differs from peft's."""
+"""DeLoRA against peft 0.21.2: where the paper's start differs from peft's (equality itself: tests/test_peft_equality.py)."""
 
 from __future__ import annotations
 
@@ -10,28 +10,14 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
-from adapterspec.interop import equality  # noqa: E402
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.methods.delora import DeLoRA  # noqa: E402
-
-
-class _One(nn.Module):
-    def __init__(self, proj: nn.Module) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-def test_equality_matrix():
-    eq = equality.run("delora", formula="r * (d_in + d_out) + 1")
-    assert eq.ok, "\n".join(eq.failures())
 
 
 def test_peft_start_is_b_zero_paper_start_is_a_cancelled_copy():
     base = nn.Linear(32, 24)
     cfg = peft.DeloraConfig(target_modules=["proj"], r=4)
-    layer = peft.get_peft_model(_One(copy.deepcopy(base)), cfg).base_model.model.proj
+    _, layer = wrap(copy.deepcopy(base), cfg)
     assert torch.count_nonzero(layer.delora_B["default"]) == 0  # peft: B = 0, no frozen copy
     torch.testing.assert_close(layer.delora_w_norm["default"], base.weight.detach().norm(dim=0))  # per input feature
     base64 = copy.deepcopy(base).double()  # float64: ΔW = W' − W0 is read off without float32 cancellation noise

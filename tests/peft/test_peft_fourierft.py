@@ -9,25 +9,16 @@ import torch
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.fourierft import FourierFT  # noqa: E402
 
 D_IN, D_OUT = 24, 40
 
 
-class _Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(D_IN, D_OUT, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _layer(**config):
-    torch.manual_seed(0)
-    model = peft.get_peft_model(_Net(), peft.FourierFTConfig(target_modules=["proj"], **config)).double()
-    return model.base_model.model.proj
+    base = FourierFT.example_base(D_IN, D_OUT, torch.Generator().manual_seed(0), torch.float64)
+    return wrap(base, peft.FourierFTConfig(target_modules=["proj"], **config))[0].double().base_model.model.proj
 
 
 def test_peft_defaults_differ_from_the_papers_and_do_not_start_at_identity():
@@ -64,7 +55,7 @@ def test_peft_computes_float64_adapters_in_float32():
     layer = _layer(n_frequency=100, scaling=300.0)
     exact = from_peft(layer)
     assert exact.precision == "peft"
-    x = torch.randn(6, D_IN, dtype=torch.float64)
+    x = torch.randn(6, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     y_peft = layer(x)
     assert torch.allclose(exact(x), y_peft, rtol=0, atol=1e-13)
     exact.precision = "exact"
@@ -77,7 +68,8 @@ def test_every_update_is_even_under_index_negation():
     even the full spectrum (n = d_out d_in) reaches only about half of all matrices."""
     layer = _layer(n_frequency=D_OUT * D_IN, scaling=1.0)
     with torch.no_grad():
-        layer.fourierft_spectrum["default"].normal_()
+        g = torch.Generator().manual_seed(1)
+        layer.fourierft_spectrum["default"].normal_(generator=g)
     dW = layer.get_delta_weight("default").detach()
     mirrored = torch.roll(torch.flip(dW, [0, 1]), (1, 1), (0, 1))  # [p, q] ↦ [−p mod d_out, −q mod d_in]
     assert torch.allclose(mirrored, dW, atol=1e-6 * float(dW.abs().max()))

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import PeftConversionError, from_peft  # noqa: E402
 from adapterspec.methods.ln_tuning import LNTuning  # noqa: E402
 
 
-class _One(nn.Module):
-    def __init__(self, proj: nn.Module) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-def _wrap(module: nn.Module, config=None, **kwargs) -> nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return peft.get_peft_model(_One(module), config or peft.LNTuningConfig(target_modules=["proj"]), **kwargs)
+def _wrap(module: nn.Module, config=None) -> tuple[nn.Module, nn.Module]:
+    """(peft model, tuner layer), under get_peft_model's defaults (autocast_adapter_dtype=True)."""
+    return wrap(module, config or peft.LNTuningConfig(target_modules=["proj"]))
 
 
 def _trainable(model: nn.Module) -> int:
@@ -36,36 +25,33 @@ def _trainable(model: nn.Module) -> int:
 def test_peft_trains_a_full_copy_of_any_target_so_we_refuse_non_layernorms():
     """On an nn.Linear, peft's 'LN tuning' is full fine-tuning of that Linear; on an RMSNorm it tunes the gain only.
     Both are refused by the converter, which only converts nn.LayerNorm."""
-    linear = _wrap(nn.Linear(8, 6))
+    linear, layer = _wrap(nn.Linear(8, 6))
     assert _trainable(linear) == 8 * 6 + 6
     with pytest.raises(PeftConversionError, match="full fine-tuning"):
-        from_peft(linear.base_model.model.proj)
+        from_peft(layer)
     assert isinstance(PeftConversionError("x"), ValueError)
-    rms = _wrap(nn.RMSNorm(8))
+    rms, layer = _wrap(nn.RMSNorm(8))
     assert _trainable(rms) == 8  # no shift β in an RMSNorm
     with pytest.raises(PeftConversionError, match="RMSNorm"):
-        from_peft(rms.base_model.model.proj)
+        from_peft(layer)
 
 
 def test_bias_free_layernorm_tunes_the_gain_only():
-    base = nn.LayerNorm(12, bias=False, dtype=torch.float64)
-    model = _wrap(base).eval()
-    layer = model.base_model.model.proj
-    with torch.no_grad():
-        layer.ln_tuning_layers["default"].weight.add_(torch.randn(12, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    model, layer = _wrap(nn.LayerNorm(12, bias=False, dtype=torch.float64))
+    randomize_peft_(model.eval(), g)  # the tuned gain, away from 1
     ours = from_peft(layer)
     assert ours.beta is None and ours.num_trainable() == _trainable(model) == 12
-    x = torch.randn(3, 12, dtype=torch.float64)
+    x = torch.randn(3, 12, generator=g, dtype=torch.float64)
     torch.testing.assert_close(ours(x), layer(x), rtol=0, atol=1e-14)
 
 
 def test_peft_does_not_upcast_the_tuned_copy_and_small_steps_vanish_in_bfloat16():
     """LNTuningModel._cast_adapter_dtype is a no-op: in a bf16 model the trainable gain stays bf16 (LoRA's factors
     are upcast to float32). An AdamW step of 1e-4 then cannot move a gain of 0.5, whose bf16 spacing is 2**-8."""
-    ln = _wrap(nn.LayerNorm(8, dtype=torch.bfloat16), autocast_adapter_dtype=True).base_model.model.proj
+    ln = _wrap(nn.LayerNorm(8, dtype=torch.bfloat16))[1]  # autocast_adapter_dtype=True (peft's default)
     assert ln.ln_tuning_layers["default"].weight.dtype == torch.bfloat16
-    lora = _wrap(nn.Linear(8, 8, dtype=torch.bfloat16), peft.LoraConfig(r=2, target_modules=["proj"]),
-                 autocast_adapter_dtype=True).base_model.model.proj
+    lora = _wrap(nn.Linear(8, 8, dtype=torch.bfloat16), peft.LoraConfig(r=2, target_modules=["proj"]))[1]
     assert lora.lora_A["default"].weight.dtype == torch.float32
 
     gamma = nn.Parameter(torch.full((8,), 0.5, dtype=torch.bfloat16))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -11,29 +10,20 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.loha import LoHa  # noqa: E402
 
 
-class _One(nn.Module):
-    def __init__(self, proj: nn.Module) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-def _peft_layer(d_in=24, d_out=40, dtype=torch.float64, **config):
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_One(nn.Linear(d_in, d_out)), peft.LoHaConfig(target_modules=["proj"], **config))
-    return model.to(dtype).eval().base_model.model.proj
+def _peft(**config):
+    """A float64 peft LoHa model on a seeded 24 → 40 base, and its layer."""
+    base = LoHa.example_base(24, 40, torch.Generator().manual_seed(0), torch.float32)
+    model, layer = wrap(base, peft.LoHaConfig(target_modules=["proj"], **config))
+    return model.double().eval(), layer
 
 
 def test_peft_zeroes_A2_only():
-    layer = _peft_layer(r=4, alpha=2)
+    _, layer = _peft(r=4, alpha=2)
     assert torch.count_nonzero(layer.hada_w2_b["default"]) == 0  # A2
     for name in ("hada_w1_a", "hada_w1_b", "hada_w2_a"):  # B1, A1, B2
         assert torch.count_nonzero(getattr(layer, name)["default"]) > 0
@@ -57,14 +47,12 @@ def test_defaults_differ_lycoris_vs_peft():
 
 
 def test_peft_rounds_the_scale_to_float32():
-    layer = _peft_layer(r=3, alpha=1)
-    with torch.no_grad():
-        for p in layer.parameters():
-            if p.requires_grad:
-                p.add_(0.3 * torch.randn_like(p))
+    model, layer = _peft(r=3, alpha=1)
+    g = torch.Generator().manual_seed(0)
+    randomize_peft_(model, g)
     ours = from_peft(layer)
     assert ours.scaling == float(torch.tensor(1 / 3)) != 1 / 3  # float32-rounded, as peft applies it
-    x = torch.randn(4, 24, dtype=torch.float64)
+    x = torch.randn(4, 24, generator=g, dtype=torch.float64)
     exact = copy.deepcopy(ours)
     exact.scaling = 1 / 3
     with torch.no_grad():

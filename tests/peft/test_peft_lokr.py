@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
@@ -12,25 +10,13 @@ peft = pytest.importorskip("peft")
 
 from peft.tuners.lokr.layer import factorization  # noqa: E402
 
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.lokr import LoKr, kron_split  # noqa: E402
 
 
-class _One(nn.Module):
-    def __init__(self, proj: nn.Module) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _peft_layer(d_in=24, d_out=40, **config):
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_One(nn.Linear(d_in, d_out)), peft.LoKrConfig(target_modules=["proj"], **config))
-    return model.eval().base_model.model.proj
+    return wrap(nn.Linear(d_in, d_out), peft.LoKrConfig(target_modules=["proj"], **config))[1].eval()
 
 
 def test_factorization_agrees_with_eq5_except_when_factor_divides_and_exceeds_sqrt():

@@ -11,27 +11,16 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import PeftConversionError, converters, from_peft  # noqa: E402
 from adapterspec.methods.miss import MiSS  # noqa: E402
 
 
-class _Net(nn.Module):
-    def __init__(self, d_in: int, d_out: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_in, d_out, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _layer(d_in: int, d_out: int, **kwargs):
-    torch.manual_seed(0)
-    model = peft.get_peft_model(_Net(d_in, d_out), peft.MissConfig(target_modules=["proj"], **kwargs))
-    layer = model.base_model.model.proj
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_()
+    g = torch.Generator().manual_seed(0)
+    model, layer = wrap(MiSS.example_base(d_in, d_out, g, torch.float64),
+                        peft.MissConfig(target_modules=["proj"], **kwargs))
+    randomize_peft_(model, g)
     return layer
 
 

@@ -8,22 +8,14 @@ import torch
 peft = pytest.importorskip("peft")
 
 from adapterspec import ops  # noqa: E402
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.oft import OFT  # noqa: E402
 
 
-class _Net(torch.nn.Module):
-    def __init__(self, d_in=24, d_out=16):
-        super().__init__()
-        self.proj = torch.nn.Linear(d_in, d_out, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _oft_layer(scale: float, **config):
-    model = peft.get_peft_model(_Net(), peft.OFTConfig(target_modules=["proj"], **config)).double()
-    layer = model.base_model.model.proj
+    model, layer = wrap(torch.nn.Linear(24, 16, dtype=torch.float64), peft.OFTConfig(target_modules=["proj"], **config))
+    model.double()
     with torch.no_grad():
         w = layer.oft_R["default"].weight
         w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype) * scale)

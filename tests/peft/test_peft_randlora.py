@@ -12,28 +12,17 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.randlora import RandLoRA  # noqa: E402
 
 
-class _One(nn.Module):
-    def __init__(self, proj: nn.Linear) -> None:
-        super().__init__()
-        self.proj = proj
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _layer(d_in: int, d_out: int, **kwargs):
-    torch.manual_seed(0)
-    model = peft.get_peft_model(_One(nn.Linear(d_in, d_out)), peft.RandLoraConfig(target_modules=["proj"], **kwargs))
-    model = model.double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.5 * max(float(p.pow(2).mean().sqrt()), 0.1) * torch.randn_like(p))
-    return model.base_model.model.proj
+    g = torch.Generator().manual_seed(0)
+    model, layer = wrap(RandLoRA.example_base(d_in, d_out, g, torch.float32),
+                        peft.RandLoraConfig(target_modules=["proj"], **kwargs))
+    randomize_peft_(model.double().eval(), g)
+    return layer
 
 
 def test_peft_scale_is_sqrt_n_times_the_papers():
@@ -49,9 +38,7 @@ def test_peft_scale_is_sqrt_n_times_the_papers():
 def test_same_init_as_peft_identity_and_gamma_one_over_d():
     layer = _layer(24, 40, r=5)  # randomised, but the init is read off a fresh layer below
     fresh = RandLoRA(nn.Linear(24, 40), r=5)
-    torch.manual_seed(0)
-    model = peft.get_peft_model(_One(nn.Linear(24, 40)), peft.RandLoraConfig(target_modules=["proj"], r=5))
-    p = model.base_model.model.proj
+    _, p = wrap(nn.Linear(24, 40), peft.RandLoraConfig(target_modules=["proj"], r=5))
     assert not p.randlora_lambda["default"].any() and not fresh.Lambda.any()
     assert torch.all(p.randlora_gamma["default"] == 1 / 24) and torch.all(fresh.Gamma == 1 / 24)
     assert layer.num_bases == fresh.n == 5

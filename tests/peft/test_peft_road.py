@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.road import RoAd  # noqa: E402
 
 D_IN, D_OUT = 24, 40
 
 
-class _Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(D_IN, D_OUT, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _layer(**config):
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_Net(), peft.RoadConfig(target_modules=["proj"], **config)).double()
-    layer = model.base_model.model.proj
-    with torch.no_grad():
-        for p in (layer.road_theta["default"], layer.road_alpha["default"]):
-            p.add_(0.5 * torch.randn_like(p))
+    """The peft layer with its trainable θ and α moved away from the identity (θ = 0, α = 1)."""
+    g = torch.Generator().manual_seed(0)
+    base = RoAd.example_base(D_IN, D_OUT, g, torch.float64)
+    model, layer = wrap(base, peft.RoadConfig(target_modules=["proj"], **config))
+    randomize_peft_(model.double(), g)
     return layer
 
 
@@ -49,7 +37,7 @@ def test_group_size_2_is_the_papers_adjacent_pairing():
     """Eq. 4: z = (α cos θ) ⊗ h + (α sin θ) ⊗ (−h2, h1, −h4, h3, …), each (α_i, θ_i) repeated over its pair."""
     layer = _layer(variant="road_1", group_size=2)
     theta, alpha = layer.road_theta["default"].detach(), layer.road_alpha["default"].detach()
-    x = torch.randn(7, D_IN, dtype=torch.float64)
+    x = torch.randn(7, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     h = layer.get_base_layer()(x)  # bias included
     h_hat = torch.stack((-h[:, 1::2], h[:, 0::2]), dim=-1).flatten(-2)
     R1 = (alpha * theta.cos()).repeat_interleave(2)
@@ -78,7 +66,7 @@ def test_bias_is_rotated_and_peft_unmerge_is_not_exact():
     ours = from_peft(layer)
     W0, b0 = layer.get_base_layer().weight.detach().clone(), layer.get_base_layer().bias.detach().clone()
     R = ours.rotation().detach()
-    x = torch.randn(5, D_IN, dtype=torch.float64)
+    x = torch.randn(5, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(layer(x), (x @ W0.T + b0) @ R.T, rtol=0, atol=1e-13)  # R (W0 x + b)
     layer.merge()
     assert torch.allclose(layer.get_base_layer().bias, R @ b0, rtol=0, atol=1e-13)

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
-from adapterspec.interop.peft.shira import peft_config  # noqa: E402
+from adapterspec.interop.peft import peft_config  # noqa: E402
 from adapterspec.methods.shira import SHiRA  # noqa: E402
 
 D_IN, D_OUT = 24, 40
 
 
-class _Net(torch.nn.Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.proj = torch.nn.Linear(D_IN, D_OUT, dtype=torch.float64)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
 def _layer(seed=0, **config):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_Net(seed), peft_config(target_modules=["proj"], **config)).double()
-    return model.base_model.model.proj
+    """peft's layer on a base drawn from ``seed``, with the global generator at ``seed`` while peft builds it."""
+    base = SHiRA.example_base(D_IN, D_OUT, torch.Generator().manual_seed(seed), torch.float64)
+    return wrap(base, peft_config("shira", target_modules=["proj"], **config), seed)[0].double().base_model.model.proj
 
 
 def test_unseeded_peft_mask_is_always_the_same():
@@ -66,7 +54,7 @@ def test_weight_magnitude_mask_matches_peft_with_a_custom_mask_fn():
 
 def test_zero_init_unit_scale_and_set_scale_is_alpha():
     layer = _layer(r=2, random_seed=1)
-    x = torch.randn(5, D_IN, dtype=torch.float64)
+    x = torch.randn(5, D_IN, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert layer.scaling["default"] == 1.0
     assert torch.equal(layer(x), layer.get_base_layer()(x))  # S = 0 at init
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""VB-LoRA against peft 0.21.2: the equality matrix, and the points where paper, peft and the reference differ."""
+"""VB-LoRA against peft 0.21.2: where paper, peft and the reference differ (equality itself: tests/test_peft_equality.py)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,21 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
-from adapterspec.interop import equality  # noqa: E402
+from adapterspec.interop.equality import wrap  # noqa: E402
 from adapterspec.methods.vblora import VBLoRA  # noqa: E402
 
 
-class _Two(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.p1, self.p2 = nn.Linear(16, 8), nn.Linear(8, 24)
-
-    def forward(self, x):
-        return self.p2(self.p1(x))
-
-
-def test_equality_matrix():
-    eq = equality.run("vblora", formula="h * b + h * r * (d_in + d_out) // b")
-    assert eq.ok, "\n".join(eq.failures())
+def _cfg(target_modules=("proj",)):
+    return peft.VBLoRAConfig(target_modules=list(target_modules), r=2, num_vectors=5, vector_length=4)
 
 
 def test_same_seed_same_init_as_peft():
     """Bank, then logits_A, then logits_B from the global generator, as peft draws them for one targeted layer."""
-    model = _Two()
-    torch.manual_seed(3)
-    pm = peft.get_peft_model(copy.deepcopy(model), peft.VBLoRAConfig(target_modules=["p1"], r=2, num_vectors=5,
-                                                                     vector_length=4))
-    torch.manual_seed(3)
-    ours = VBLoRA(copy.deepcopy(model.p1), r=2, h=5, b=4, k=2)
-    layer = pm.base_model.model.p1
+    base = nn.Linear(16, 8)
+    _, layer = wrap(copy.deepcopy(base), _cfg(), seed=3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        ours = VBLoRA(copy.deepcopy(base), r=2, h=5, b=4, k=2)
     assert torch.equal(layer.vblora_vector_bank["default"], ours.vector_bank)
     assert torch.equal(layer.vblora_logits_A["default"], ours.logits_A)
     assert torch.equal(layer.vblora_logits_B["default"], ours.logits_B)
@@ -44,9 +32,8 @@ def test_same_seed_same_init_as_peft():
 
 def test_bank_shared_per_model_logits_per_layer():
     """peft counts one bank for the model; each of our single-layer modules holds its own."""
-    cfg = peft.VBLoRAConfig(target_modules=["p1", "p2"], r=2, num_vectors=5, vector_length=4)
-    pm = peft.get_peft_model(_Two(), cfg)
-    assert pm.base_model.model.p1.vblora_vector_bank is pm.base_model.model.p2.vblora_vector_bank
+    pm, two = wrap(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 24)), _cfg(["proj.0", "proj.1"]))
+    assert two[0].vblora_vector_bank is two[1].vblora_vector_bank
     n_peft = sum(p.numel() for p in pm.parameters() if p.requires_grad)
     ours = [VBLoRA(nn.Linear(16, 8), r=2, h=5, b=4), VBLoRA(nn.Linear(8, 24), r=2, h=5, b=4)]
     bank = 5 * 4
@@ -69,9 +56,9 @@ def test_defaults_paper_vs_peft():
 def test_peft_stores_indices_as_int16_at_the_default_bank_size():
     """The paper counts uint8 indices for h ≤ 256; peft switches to int16 at h = 256 (num_vectors < 2**8 for uint8)."""
     for h, dtype in ((255, torch.uint8), (256, torch.int16)):
-        cfg = peft.VBLoRAConfig(target_modules=["p1"], r=2, num_vectors=h, vector_length=4,
+        cfg = peft.VBLoRAConfig(target_modules=["proj"], r=2, num_vectors=h, vector_length=4,
                                 save_only_topk_weights=True)
-        pm = peft.get_peft_model(_Two(), cfg)
+        pm, _ = wrap(nn.Linear(16, 8), cfg)
         sd = peft.get_peft_model_state_dict(pm)
         (key,) = [k for k in sd if k.endswith("vblora_logits_A_topk_indices")]
         assert sd[key].dtype == dtype

@@ -11,22 +11,9 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 
+from adapterspec.interop.equality import randomize_peft_, wrap  # noqa: E402
 from adapterspec.interop.peft import from_peft  # noqa: E402
 from adapterspec.methods.vera import VeRA  # noqa: E402
-
-
-class _Two(nn.Module):
-    def __init__(self, a: nn.Linear, b: nn.Linear) -> None:
-        super().__init__()
-        self.a, self.b = a, b
-
-    def forward(self, x):
-        return self.b(self.a(x))
-
-
-def _peft(model: nn.Module, **kwargs) -> nn.Module:
-    torch.manual_seed(0)
-    return peft.get_peft_model(model, peft.VeraConfig(**kwargs))
 
 
 @pytest.mark.parametrize("key", [0, 5])
@@ -34,8 +21,7 @@ def test_seeded_pair_is_peft_pair_for_one_shape(key):
     """Same seed, same shapes: our own draw is bit for bit peft's shared pair, and both start at the identity with
     d = 0.1 (the paper's experiments and peft's default)."""
     lin = nn.Linear(24, 40)
-    model = _peft(_Two(copy.deepcopy(lin), nn.Linear(40, 40)), r=8, target_modules=["a"], projection_prng_key=key)
-    layer = model.base_model.model.a
+    _, layer = wrap(copy.deepcopy(lin), peft.VeraConfig(r=8, target_modules=["proj"], projection_prng_key=key))
     ours = VeRA(copy.deepcopy(lin), r=8, seed=key)
     assert torch.equal(ours.A, layer.vera_A["default"][:, :24])
     assert torch.equal(ours.B, layer.vera_B["default"][:40])
@@ -47,18 +33,17 @@ def test_mixed_shapes_share_a_pair_sized_to_the_largest_layer():
     """peft draws one (r, max_in) / (max_out, r) pair and slices it: the narrow layer's A has the Kaiming bound of
     the widest input, √(6/max_in), not its own √(6/d_in). The converter copies the slice, so it stays exact."""
     narrow, wide = nn.Linear(16, 64), nn.Linear(64, 16)
-    model = _peft(_Two(narrow, wide), r=32, target_modules=["a", "b"]).double().eval()
-    la, lb = model.base_model.model.a, model.base_model.model.b
+    model, two = wrap(nn.Sequential(narrow, wide), peft.VeraConfig(r=32, target_modules=["proj.0", "proj.1"]))
+    model.double().eval()
+    la, lb = two[0], two[1]
     A_full = la.vera_A["default"]
     assert A_full.shape == (32, 64) and lb.vera_A["default"] is A_full  # one pair, shared
     assert float(A_full[:, :16].abs().max()) <= (6 / 64) ** 0.5 < (6 / 16) ** 0.5
     own = VeRA(copy.deepcopy(narrow), r=32, seed=0)
     assert float(own.A.abs().max()) > (6 / 64) ** 0.5  # our own draw for this layer alone uses d_in = 16
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(3, 16, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    randomize_peft_(model, g)
+    x = torch.randn(3, 16, generator=g, dtype=torch.float64)
     ours_a, ours_b = from_peft(la), from_peft(lb)
     torch.testing.assert_close(ours_b(ours_a(x)), model(x), rtol=1e-12, atol=1e-12)
     assert ours_a.num_trainable() == 64 + 32 and ours_b.num_trainable() == 16 + 32

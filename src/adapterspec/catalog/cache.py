@@ -13,7 +13,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,17 +28,36 @@ _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "ad
            "adapterspec.catalog.benchmark")
 
 
-def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> str:
-    h = hashlib.sha256(item.text.encode())
-    files = {Path(sys.modules[m].__file__) for m in _ENGINE}
-    cls = adapter_class(item.entry.module_slug)
-    files |= {Path(inspect.getfile(c)) for c in cls.__mro__ if c.__module__.startswith("adapterspec.")}
+def _source_key(slug: str, modules: tuple[str, ...], extra_files: tuple[Path, ...], *parts: str) -> str:
+    """Hash of the named modules' and the method's source files (its class and base classes), plus ``parts``."""
+    h = hashlib.sha256("|".join((*parts, torch.__version__)).encode())
+    files = {Path(sys.modules[m].__file__) for m in modules} | set(extra_files)
+    files |= {Path(inspect.getfile(c)) for c in adapter_class(slug).__mro__ if c.__module__.startswith("adapterspec.")}
     for f in sorted(files):
         h.update(f.name.encode() + f.read_bytes())
-    h.update(torch.__version__.encode())
-    h.update(papers.fingerprint([p.arxiv for p in item.entry.papers]).encode())
-    h.update(benchmark.fingerprint(item.entry.benchmark).encode())
     return h.hexdigest()[:20]
+
+
+def _cached(path: Path | None, key: str, compute: Callable[[], Any], load: Callable[[dict], Any]) -> tuple[Any, bool]:
+    """``compute()``'s result, read from ``path`` when stored there under ``key`` (and whether it was)."""
+    if path is not None and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return load(data["result"]), True
+        except (ValueError, KeyError, TypeError):
+            pass  # a corrupt cache file is just a miss
+    result = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "result": result.to_json()}))
+    return result, False
+
+
+def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> str:
+    return _source_key(item.entry.module_slug, _ENGINE, (), item.text,
+                       papers.fingerprint([p.arxiv for p in item.entry.papers]),
+                       benchmark.fingerprint(item.entry.benchmark))
 
 
 def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
@@ -46,19 +65,8 @@ def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
     """The entry's verification result, and whether it came from the cache."""
     if cache_dir is None:
         return verify_entry(item, papers, benchmark), False
-    key = entry_key(item, papers, benchmark)
-    path = cache_dir / f"{item.slug}.json"
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return Result.from_json(data["result"]), True
-        except (ValueError, KeyError, TypeError):
-            pass  # a corrupt cache file is just a miss
-    result = verify_entry(item, papers, benchmark)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "result": result.to_json()}))
-    return result, False
+    return _cached(cache_dir / f"{item.slug}.json", entry_key(item, papers, benchmark),
+                   lambda: verify_entry(item, papers, benchmark), Result.from_json)
 
 
 def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
@@ -80,23 +88,8 @@ def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
     from adapterspec.interop import equality
 
     formula = item.entry.properties.trainable_parameters
-    h = hashlib.sha256(f"{formula}|{peft_version}|{torch.__version__}".encode())
-    files = {Path(sys.modules[m].__file__) for m in (*_ENGINE, "adapterspec.interop.peft", "adapterspec.interop.equality")}
-    files.add(Path(converters()[slug].__file__))
-    files |= {Path(inspect.getfile(c)) for c in adapter_class(slug).__mro__ if c.__module__.startswith("adapterspec.")}
-    for f in sorted(files):
-        h.update(f.name.encode() + f.read_bytes())
-    key = h.hexdigest()[:20]
-    path = cache_dir / f"{item.slug}.peft.json" if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return equality.Equality.from_json(data["result"]), "cached"
-        except (ValueError, KeyError, TypeError):
-            pass
-    result = equality.run(slug, formula=formula)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "result": result.to_json()}))
-    return result, ""
+    key = _source_key(slug, (*_ENGINE, "adapterspec.interop.peft", "adapterspec.interop.equality"),
+                      (Path(converters()[slug].__file__),), formula, peft_version)
+    result, cached = _cached(cache_dir / f"{item.slug}.peft.json" if cache_dir else None, key,
+                             lambda: equality.run(slug, formula=formula), equality.Equality.from_json)
+    return result, "cached" if cached else ""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from adapterspec.catalog.verify import evaluate_formula
-from adapterspec.interop.peft import converters, from_peft
+from adapterspec.interop.peft import converters, from_peft, peft_config
 from adapterspec.registry import adapter_class, hyperparameters
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}  # max |ours − peft| / max |peft|
@@ -118,7 +118,9 @@ class Equality:
         return cls(data["slug"], data["peft_layer"], data["peft_version"], cases)
 
 
-class _OneLayer(nn.Module):
+class OneLayer(nn.Module):
+    """A model holding one layer, ``proj``: what the matrix, the speed benchmark and the tests wrap with peft."""
+
     def __init__(self, proj: nn.Module) -> None:
         super().__init__()
         self.proj = proj
@@ -127,12 +129,29 @@ class _OneLayer(nn.Module):
         return self.proj(x)
 
 
+def wrap(base: nn.Module, config, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """``peft.get_peft_model`` on a `OneLayer` holding ``base``: returns the peft model and its tuner layer.
+
+    ``config`` is a peft config whose ``target_modules`` name ``"proj"``. peft's init runs under ``seed`` (the
+    global generator is left as it was) and its warnings are silenced.
+    """
+    import peft
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        model = peft.get_peft_model(OneLayer(base), config)
+    return model, model.base_model.model.proj
+
+
 @torch.no_grad()
-def _randomize(model: nn.Module, generator: torch.Generator) -> None:
+def randomize_peft_(model: nn.Module, generator: torch.Generator, scale: float = 0.5) -> nn.Module:
+    """Move every trainable tensor of a peft model away from its init, as `adapterspec.randomize_` does for ours."""
     for p in model.parameters():
         if p.requires_grad:
             noise = torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype)
-            p.add_(0.5 * max(float(p.double().pow(2).mean().sqrt()), 0.1) * noise)
+            p.add_(scale * max(float(p.double().pow(2).mean().sqrt()), 0.1) * noise)
+    return model
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -143,31 +162,24 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def run_case(slug: str, config: dict, shape: tuple[int, int], dtype: torch.dtype, seed: int = 0,
              formula: str | None = None) -> CaseResult:
     """Run one cell of the matrix (see the module docstring)."""
-    conv = converters()[slug]
     d_in, d_out = shape
     name = str(dtype).removeprefix("torch.")
     res = CaseResult(slug, config, shape, name, math.inf, None, -1, -1, TOLERANCE[dtype])
     g = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():  # peft's SHiRA builds sparse tensors and says so on every call
         warnings.filterwarnings("ignore", message="Sparse invariant checks")
-        return _run_case(res, conv, slug, config, d_in, d_out, dtype, g, seed, formula)
+        return _run_case(res, slug, config, d_in, d_out, dtype, g, seed, formula)
 
 
-def _run_case(res: CaseResult, conv, slug: str, config: dict, d_in: int, d_out: int, dtype: torch.dtype,
+def _run_case(res: CaseResult, slug: str, config: dict, d_in: int, d_out: int, dtype: torch.dtype,
               g: torch.Generator, seed: int, formula: str | None) -> CaseResult:
-    import peft
-
     try:
         # peft initialises some adapters only in float32 (PiSSA's SVD): build in float32, then cast the whole model.
         base = adapter_class(slug).example_base(d_in, d_out, g, torch.float32)
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(seed)
-            model = peft.get_peft_model(_OneLayer(base), conv.peft_config(target_modules=["proj"], **config))
+        model, layer = wrap(base, peft_config(slug, target_modules=["proj"], **config), seed)
         model = model.to(dtype).eval()
         res.peft_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        _randomize(model, g)
-        layer = model.base_model.model.proj
+        randomize_peft_(model, g)
         x = torch.randn(2, 5, d_in, generator=g, dtype=torch.float64).to(dtype)
 
         ours = from_peft(layer, method=slug).eval()

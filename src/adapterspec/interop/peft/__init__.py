@@ -9,8 +9,9 @@ found automatically like the methods themselves. A converter module defines:
 * ``LAYER``: the qualified name of the peft layer class it converts, e.g. ``"peft.tuners.lora.layer.Linear"``;
 * ``convert(layer, base, name)``: our module for adapter ``name`` of ``layer``, wrapping ``base`` (a copy of the
   layer's frozen base module), with peft's tensors copied in;
-* ``peft_config(**kwargs)``: the peft config for one case of the equality matrix, and ``CASES``, the cases
-  (``SHAPES`` optionally overrides the ``(d_in, d_out)`` pairs) — used by `adapterspec.interop.equality`;
+* ``CONFIG``: the name of peft's config class, and ``CASES``, its keyword arguments for each case of the equality
+  matrix (``SHAPES`` optionally overrides the ``(d_in, d_out)`` pairs) — used by `adapterspec.interop.equality`; a
+  converter whose config needs more than keyword arguments defines ``peft_config(**kwargs)`` instead (SHiRA's mask);
 * optionally ``BENCH``, the config ``scripts/bench_peft.py`` times (default: the first case), and
   ``matches(layer, name)``, when several methods share one peft layer class (LoRA and DoRA), and
   ``EXPLICIT = True`` for a method only chosen by name (PiSSA is LoRA after an SVD init: ``method="pissa"``).
@@ -30,7 +31,7 @@ from torch import nn
 
 from adapterspec.adapter import Adapter
 
-__all__ = ["PeftConversionError", "converters", "from_peft", "supported_layers"]
+__all__ = ["PeftConversionError", "converters", "from_peft", "peft_config", "supported_layers"]
 
 
 class PeftConversionError(ValueError):
@@ -54,6 +55,16 @@ def supported_layers() -> dict[str, str]:
     for slug, conv in converters().items():
         layers.setdefault(conv.LAYER, []).append(slug)
     return {layer: ", ".join(slugs) for layer, slugs in sorted(layers.items())}
+
+
+def peft_config(slug: str, **kwargs):
+    """peft's config for method ``slug``, e.g. ``peft_config("vera", r=8, target_modules=["q_proj"])``."""
+    conv = converters()[slug]
+    if hasattr(conv, "peft_config"):
+        return conv.peft_config(**kwargs)
+    import peft
+
+    return getattr(peft, conv.CONFIG)(**kwargs)
 
 
 def _qualnames(layer: nn.Module) -> list[str]:
@@ -90,6 +101,9 @@ def from_peft(layer: nn.Module, adapter_name: str | None = None, method: str | N
     known = {n for attr in getattr(layer, "adapter_layer_names", ()) for n in getattr(layer, attr, {})}
     if adapter_name not in known:
         raise PeftConversionError(f"{names[0]} has no adapter {adapter_name!r}; it has: {', '.join(sorted(known))}")
+    if getattr(layer, "fan_in_fan_out", False):
+        raise PeftConversionError(f"{names[0]} wraps a Conv1D (fan_in_fan_out=True); adapterspec's modules wrap "
+                                  "nn.Linear, whose weight is the transpose")
     if getattr(layer, "merged_adapters", None):
         raise PeftConversionError(f"{names[0]} has merged adapters ({', '.join(layer.merged_adapters)}); call "
                                   "layer.unmerge() first, so that the frozen base weight is the pretrained one")

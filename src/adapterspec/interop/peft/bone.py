@@ -14,6 +14,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.bone import Bone
 
 LAYER = "peft.tuners.miss.layer.MissLinear"
+CONFIG = "MissConfig"
 SHAPES = [(24, 40), (40, 24)]
 BENCH = dict(r=64, init_weights="bat")  # the benchmark's bat configuration
 CASES = [
@@ -23,19 +24,12 @@ CASES = [
 ]
 
 
-def peft_config(**kwargs):
-    from peft import MissConfig
-    return MissConfig(**kwargs)
-
-
 def matches(layer, name: str) -> bool:
     return getattr(layer, "miss_fn", None) == "bat"
 
 
 @torch.no_grad()
 def convert(layer, base, name: str) -> Bone:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     if layer.miss_fn != "bat":
         raise PeftConversionError(f"init_weights={layer.miss_fn!r} is MiSS's additive shard update, not the "
                                   "block-affine Bone rule; convert with method='miss'")

@@ -13,6 +13,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.c3a import C3A
 
 LAYER = "peft.tuners.c3a.layer.C3ALinear"
+CONFIG = "C3AConfig"
 CASES = [
     dict(block_size=8),  # peft's default Xavier init
     dict(block_size=4, init_weights="kaiming_uniform"),
@@ -20,11 +21,6 @@ CASES = [
     dict(block_size=1, init_weights="gaussian"),  # b = 1: every entry of ΔW is its own kernel
 ]
 BENCH = dict(block_size=256)  # peft's default
-
-
-def peft_config(**kwargs):
-    from peft import C3AConfig
-    return C3AConfig(**kwargs)
 
 
 @torch.no_grad()

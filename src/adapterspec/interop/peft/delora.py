@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.delora import DeLoRA
 
 LAYER = "peft.tuners.delora.layer.DeloraLinear"
+CONFIG = "DeloraConfig"
 CASES = [
     dict(r=4),  # peft's default strength, lambda = 15
     dict(r=8, delora_lambda=3),
@@ -23,15 +23,8 @@ CASES = [
 BENCH = dict()  # the speed benchmark runs peft's defaults: r = 8, lambda = 15
 
 
-def peft_config(**kwargs):
-    from peft import DeloraConfig
-    return DeloraConfig(**kwargs)
-
-
 @torch.no_grad()
 def convert(layer, base, name: str) -> DeLoRA:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     lam = layer.delora_lambda[name]  # (1,), trainable
     module = DeLoRA(base, r=layer.r[name], lambda0=float(lam), init="peft", eps=1e-4)
     module.A.copy_(layer.delora_A[name])  # (r, d_in)

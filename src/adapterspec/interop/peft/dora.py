@@ -8,16 +8,13 @@ from adapterspec.interop.peft import lora
 from adapterspec.methods.dora import DoRA
 
 LAYER = lora.LAYER
+CONFIG = lora.CONFIG
 BENCH = dict(r=16, lora_alpha=32, use_dora=True)
 CASES = [
     dict(r=4, lora_alpha=8, use_dora=True),
     dict(r=8, lora_alpha=4, use_dora=True),
     dict(r=2, lora_alpha=2, use_dora=True, use_rslora=True),
 ]
-
-
-def peft_config(**kwargs):
-    return lora.peft_config(**kwargs)
 
 
 def matches(layer, name: str) -> bool:

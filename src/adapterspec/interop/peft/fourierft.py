@@ -14,6 +14,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.fourierft import FourierFT
 
 LAYER = "peft.tuners.fourierft.layer.FourierFTLinear"
+CONFIG = "FourierFTConfig"
 CASES = [
     dict(n_frequency=30, scaling=150.0),  # peft's default scaling and seed
     dict(n_frequency=200, scaling=300.0, random_loc_seed=2024),  # the paper's alpha and seed
@@ -23,15 +24,8 @@ CASES = [
 BENCH = dict(n_frequency=1000, scaling=300.0)  # the paper's LLaMA setting, for scripts/bench_peft.py
 
 
-def peft_config(**kwargs):
-    from peft import FourierFTConfig
-    return FourierFTConfig(**kwargs)
-
-
 @torch.no_grad()
 def convert(layer, base, name: str) -> FourierFT:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     seed = layer.fourierft_random_loc_seed[name]
     module = FourierFT(base, n=layer.fourierft_n_frequency[name], alpha=float(layer.fourierft_scaling[name]),
                        seed=0 if seed is None else int(seed), precision="peft")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.ia3 import IA3
 
 LAYER = "peft.tuners.ia3.layer.Linear"
+CONFIG = "IA3Config"
 BENCH = dict(feedforward_modules=[])
 CASES = [
     dict(feedforward_modules=[]),  # scales the output (keys, values)
@@ -15,14 +15,7 @@ CASES = [
 ]
 
 
-def peft_config(**kwargs):
-    from peft import IA3Config
-    return IA3Config(**kwargs)
-
-
 def convert(layer, base, name: str) -> IA3:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     module = IA3(base, feedforward=layer.is_feedforward)
     with torch.no_grad():
         module.l.copy_(layer.ia3_l[name].flatten())  # peft: (1, d_in) feed-forward, (d_out, 1) otherwise

@@ -9,16 +9,12 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.ln_tuning import LNTuning
 
 LAYER = "peft.tuners.ln_tuning.layer.LNTuningLayer"
+CONFIG = "LNTuningConfig"
 
 # LNTuningConfig has no option that changes the layer (only target_modules, exclude_modules, modules_to_save): one
 # case. The harness builds the base from LNTuning.example_base, an nn.LayerNorm, so the shapes are square.
 CASES = [{}]
 SHAPES = [(24, 24), (40, 40)]
-
-
-def peft_config(**kwargs):
-    from peft import LNTuningConfig
-    return LNTuningConfig(**kwargs)
 
 
 def convert(layer, base, name: str) -> LNTuning:

@@ -14,6 +14,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.loha import LoHa
 
 LAYER = "peft.tuners.loha.layer.Linear"
+CONFIG = "LoHaConfig"
 BENCH = dict(r=8, alpha=8)  # peft's defaults, for scripts/bench_peft.py
 CASES = [
     dict(r=4, alpha=2),  # LyCORIS's LoHa defaults (dimension 4, alpha 2)
@@ -22,11 +23,6 @@ CASES = [
     dict(r=2, alpha=5, rank_dropout=0.2, module_dropout=0.1),  # dropouts are training-time noise: off in eval
     dict(r=7, alpha=4, init_weights=False),  # r² = 49 > min(d_in, d_out): full-rank capable; all four factors random
 ]
-
-
-def peft_config(**kwargs):
-    from peft import LoHaConfig
-    return LoHaConfig(**kwargs)
 
 
 @torch.no_grad()

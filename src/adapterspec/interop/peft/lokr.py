@@ -16,6 +16,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.lokr import LoKr
 
 LAYER = "peft.tuners.lokr.layer.Linear"
+CONFIG = "LoKrConfig"
 SHAPES = [(24, 40), (40, 24), (64, 48)]  # (d_in, d_out); 64 x 48 has square-root splits with a 8 x 8 large block
 CASES = [
     dict(r=8, alpha=8),  # peft's defaults: balanced split, large block full (2r ≥ its sides)
@@ -26,11 +27,6 @@ CASES = [
     # training-time noise, off in eval:
     dict(r=3, alpha=5, rank_dropout=0.3, module_dropout=0.2, rank_dropout_scale=True),
 ]
-
-
-def peft_config(**kwargs):
-    from peft import LoKrConfig
-    return LoKrConfig(**kwargs)
 
 
 @torch.no_grad()

@@ -8,17 +8,13 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.lora import LoRA
 
 LAYER = "peft.tuners.lora.layer.Linear"
+CONFIG = "LoraConfig"
 BENCH = dict(r=16, lora_alpha=32)  # the speed benchmark's config (scripts/bench_peft.py)
 CASES = [
     dict(r=4, lora_alpha=8),
     dict(r=8, lora_alpha=16, use_rslora=True),
     dict(r=1, lora_alpha=3, lora_dropout=0.1),  # dropout is training-time noise: off in eval
 ]
-
-
-def peft_config(**kwargs):
-    from peft import LoraConfig
-    return LoraConfig(**kwargs)
 
 
 def matches(layer, name: str) -> bool:
@@ -29,8 +25,6 @@ def check_options(layer, name: str) -> None:
     """Options of peft's LoRA layer that the reference modules do not implement."""
     if layer.lora_bias.get(name, False):
         raise PeftConversionError("lora_bias=True (a trainable bias on B) is not part of LoRA; not supported")
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
 
 
 def convert(layer, base, name: str) -> LoRA:

@@ -13,6 +13,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.miss import MiSS
 
 LAYER = "peft.tuners.miss.layer.MissLinear"
+CONFIG = "MissConfig"
 SHAPES = [(24, 40), (40, 24)]
 BENCH = dict(r=64)  # peft's default MiSS (balance) at its default r
 CASES = [
@@ -24,19 +25,12 @@ CASES = [
 ]
 
 
-def peft_config(**kwargs):
-    from peft import MissConfig
-    return MissConfig(**kwargs)
-
-
 def matches(layer, name: str) -> bool:
     return getattr(layer, "miss_fn", None) != "bat"
 
 
 @torch.no_grad()
 def convert(layer, base, name: str) -> MiSS:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     if layer.miss_fn == "bat":
         raise PeftConversionError("init_weights='bat' is the block-affine Bone/Bat update; convert with method='bone'")
     mini_r = layer.miss_mini_r[name] if layer.miss_fn == "mini" else None

@@ -20,6 +20,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.oft import OFT
 
 LAYER = "peft.tuners.oft.layer.Linear"
+CONFIG = "OFTConfig"
 SHAPES = [(24, 40), (48, 20)]
 BENCH = dict(r=0, oft_block_size=32)  # peft's defaults: 32 blocks of 32, Neumann series
 CASES = [
@@ -28,11 +29,6 @@ CASES = [
     dict(r=2, oft_block_size=0, num_cayley_neumann_terms=7),
     dict(r=3, oft_block_size=0, use_cayley_neumann=False, coft=True, eps=0.05),
 ]
-
-
-def peft_config(**kwargs):
-    from peft import OFTConfig
-    return OFTConfig(**kwargs)
 
 
 def neumann_order(terms: int) -> int:
@@ -48,8 +44,6 @@ def convert(layer, base, name: str) -> OFT:
     rot = layer.oft_R[name]
     if rot.block_share:
         raise PeftConversionError("block_share=True (one block reused r times) is not implemented by the reference OFT")
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     order = neumann_order(rot.num_cayley_neumann_terms) if rot.use_cayley_neumann else 0
     module = OFT(base, r=rot.r, neumann_order=order)
     q = rot.weight.detach().clone()  # (r, b(b-1)/2), the strict upper triangle of each Q block, row-major

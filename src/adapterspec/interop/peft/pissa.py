@@ -12,6 +12,7 @@ from adapterspec.interop.peft import lora
 from adapterspec.methods.pissa import PiSSA
 
 LAYER = lora.LAYER
+CONFIG = lora.CONFIG
 EXPLICIT = True
 BENCH = dict(r=16, lora_alpha=16, init_lora_weights="pissa")
 CASES = [
@@ -19,10 +20,6 @@ CASES = [
     dict(r=8, lora_alpha=16, init_lora_weights="pissa"),
     dict(r=4, lora_alpha=4, init_lora_weights="pissa_niter_4"),  # peft's fast (randomised) SVD
 ]
-
-
-def peft_config(**kwargs):
-    return lora.peft_config(**kwargs)
 
 
 def matches(layer, name: str) -> bool:

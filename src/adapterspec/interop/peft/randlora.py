@@ -21,6 +21,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.randlora import RandLoRA
 
 LAYER = "peft.tuners.randlora.layer.Linear"
+CONFIG = "RandLoraConfig"
 BENCH = dict()  # peft's defaults (r = 32), for scripts/bench_peft.py
 CASES = [
     dict(r=4, randlora_alpha=8),
@@ -31,15 +32,8 @@ CASES = [
 ]
 
 
-def peft_config(**kwargs):
-    from peft import RandLoraConfig
-    return RandLoraConfig(**kwargs)
-
-
 @torch.no_grad()
 def convert(layer, base, name: str) -> RandLoRA:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     r = layer.r[name]
     module = RandLoRA(base, r=r, alpha=layer.scaling[name] * r, scaling="peft")
     if layer.num_bases != module.n:

@@ -20,6 +20,7 @@ from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.road import RoAd
 
 LAYER = "peft.tuners.road.layer.Linear"
+CONFIG = "RoadConfig"
 CASES = [
     dict(variant="road_1", group_size=8),
     dict(variant="road_2", group_size=4),
@@ -28,11 +29,6 @@ CASES = [
     dict(variant="road_4", group_size=2, init_weights=False),  # peft's random (non-identity) init
 ]
 BENCH = dict(variant="road_1", group_size=64)  # peft's defaults
-
-
-def peft_config(**kwargs):
-    from peft import RoadConfig
-    return RoadConfig(**kwargs)
 
 
 def _pairs(flat: torch.Tensor, g: int) -> torch.Tensor:

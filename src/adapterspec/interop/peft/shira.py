@@ -46,8 +46,6 @@ def peft_config(**kwargs):
 
 @torch.no_grad()
 def convert(layer, base, name: str) -> SHiRA:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     module = SHiRA(base, r=layer.r[name], alpha=float(layer.scaling[name]))
     indices = layer.shira_indices[name]  # (2, k): (row = output, column = input) of each value
     if indices.shape != module.indices.shape:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.vblora import VBLoRA
 
 LAYER = "peft.tuners.vblora.layer.Linear"
+CONFIG = "VBLoRAConfig"
 SHAPES = [(24, 40), (40, 24)]  # (d_in, d_out); every vector_length below divides both
 CASES = [
     dict(r=4, num_vectors=16, vector_length=8),  # peft's default top-2 mixing
@@ -22,15 +22,8 @@ CASES = [
 BENCH = dict()  # the speed benchmark runs peft's defaults: r=4, num_vectors=256, vector_length=256, topk=2
 
 
-def peft_config(**kwargs):
-    from peft import VBLoRAConfig
-    return VBLoRAConfig(**kwargs)
-
-
 @torch.no_grad()
 def convert(layer, base, name: str) -> VBLoRA:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     bank = layer.vblora_vector_bank[name]  # (h, b), shared by every VB-LoRA layer of the peft model
     module = VBLoRA(base, r=layer.r[name], h=bank.shape[0], b=bank.shape[1], k=layer.topk[name])
     module.vector_bank.copy_(bank)

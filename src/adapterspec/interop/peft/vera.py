@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from adapterspec.interop.peft import PeftConversionError
 from adapterspec.methods.vera import VeRA
 
 LAYER = "peft.tuners.vera.layer.Linear"
+CONFIG = "VeraConfig"
 BENCH = dict(r=256)  # peft's default and the paper's usual rank, for scripts/bench_peft.py
 CASES = [
     dict(r=4),
@@ -24,15 +24,8 @@ CASES = [
 ]
 
 
-def peft_config(**kwargs):
-    from peft import VeraConfig
-    return VeraConfig(**kwargs)
-
-
 @torch.no_grad()
 def convert(layer, base, name: str) -> VeRA:
-    if getattr(layer, "fan_in_fan_out", False):
-        raise PeftConversionError("fan_in_fan_out (Conv1D layers) is not supported; adapterspec wraps nn.Linear")
     module = VeRA(base, r=layer.r[name])
     module.A.copy_(layer.vera_A[name][:, : module.d_in])  # (r, d_in): peft's shared pair, sliced to this layer
     module.B.copy_(layer.vera_B[name][: module.d_out, :])  # (d_out, r)
