@@ -1,4 +1,4 @@
-"""DeLoRA against peft 0.21.2: where the paper's start differs from peft's (equality itself: tests/test_peft_equality.py)."""
+"""DeLoRA against peft 0.21.2: where the paper's start differs from peft's (equality: tests/test_peft_equality.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VB-LoRA against peft 0.21.2: where paper, peft and the reference differ (equality itself: tests/test_peft_equality.py)."""
+"""VB-LoRA against peft 0.21.2: where paper, peft and reference differ (equality: tests/test_peft_equality.py)."""
 
 from __future__ import annotations
 
