@@ -48,9 +48,10 @@ def adapter_class(slug: str) -> type[Adapter]:
 
 def hyperparameters(slug: str) -> dict[str, object]:
     """The hyperparameters ``create`` accepts for ``slug``, with their defaults."""
-    return _defaults(adapter_class(slug))
+    return dict(_defaults(adapter_class(slug)))
 
 
+@lru_cache(maxsize=None)
 def _defaults(cls: type[Adapter]) -> dict[str, object]:
     # a separate function because create()'s `**hyperparameters` argument shadows hyperparameters() there
     sig = inspect.signature(cls.__init__)

@@ -1,26 +1,33 @@
 """Verification: execute every claim an entry makes against its reference module.
 
-For each layer shape the entry names, in float64, on a seeded base layer:
+The pseudocode is parsed and checked statically here (`adapterspec.catalog.sandbox`), but it only ever *runs* in a
+sandboxed worker process (`adapterspec.catalog.worker`), on copies of the tensors, and only values come back. This
+process builds every module, owns every tensor and makes every comparison.
 
-1. the pseudocode compiles under the sandbox and defines ``forward``;
-2. ``identity_at_init`` is checked either way; an ``init`` function in the pseudocode must produce the module's
+For each hyperparameter set and layer shape the entry names (a `Case`), in float64, on a seeded base layer, the
+checks in `CHECKS` run in order, each on freshly built module state:
+
+1. ``identity_at_init`` is checked either way; an ``init`` function in the pseudocode must produce the module's
    initial tensors (by name);
-3. the module is moved to a random non-identity state (`adapterspec.randomize_`); if its output still equals
+2. the module is moved to a random non-identity state (`adapterspec.randomize_`); if its output still equals
    the base layer's, the check could not fail and verification fails;
-4. the pseudocode's ``forward`` equals the module's, column vector by column vector;
-5. merged == unmerged (and unmerge restores the weight exactly) where ``mergeable``; only adapter tensors trainable;
-   the trainable-parameter formula, the rank bound and the other declared properties hold;
-6. every evidence quote occurs in its paper's text (when the texts are available).
+3. the pseudocode's ``forward`` equals the module's, column vector by column vector;
+4. only adapter tensors are trainable, and the trainable-parameter formula holds; tensors declared shared across
+   layers do not depend on the layer's weights;
+5. merged == unmerged (and unmerge restores the weight exactly) where ``mergeable``; the rank bound and the other
+   declared properties hold.
+
+Then every evidence quote is looked up in its paper's text (when the texts are available).
 """
 
 from __future__ import annotations
 
-import ast
 import copy
-import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -29,12 +36,16 @@ from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.errors import EntryError
 from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
-from adapterspec.catalog.sandbox import Snippet, SnippetError, call, compile_snippet
+from adapterspec.catalog.formula import FormulaError, evaluate_formula
+from adapterspec.catalog.sandbox import Snippet, SnippetError, parse
+from adapterspec.catalog.worker import CALL_SECONDS, pool
 from adapterspec.registry import adapter_class, create, hyperparameters, randomize_
 
 DTYPE = torch.float64
 RTOL = 1e-9  # float64 agreement between two correct formulations of the same maths is ~1e-14; 1e-9 leaves room
 N_VECTORS = 3
+ENTRY_SECONDS = 30.0  # all of one entry's sandboxed calls together
+_GLOBAL_RNG = threading.Lock()
 # Paper symbols written in Greek in pseudocode, bound to the module's ASCII names.
 GREEK = {"α": "alpha", "λ": "lambda", "γ": "gamma", "σ": "sigma", "Σ": "Sigma", "θ": "theta", "ε": "eps",
          "ℓ": "l", "η": "eta", "β": "beta", "ρ": "rho", "τ": "tau", "ω": "omega", "φ": "phi", "ψ": "psi"}
@@ -95,6 +106,8 @@ class Result:
 
 
 class _Fail(Exception):
+    """Stops the current case: a check failed in a way that makes the following checks meaningless."""
+
     def __init__(self, check: Check) -> None:
         self.check = check
 
@@ -102,239 +115,318 @@ class _Fail(Exception):
 def _symbols(module: nn.Module) -> dict[str, Any]:
     out = {}
     for name, value in module.symbols().items():
-        out[name] = value.detach() if isinstance(value, torch.Tensor) else value
+        out[name] = value.detach().clone() if isinstance(value, torch.Tensor) else value
     return out
 
 
-def _bind(snippet: Snippet, function: str, symbols: dict[str, Any], item: LoadedEntry, extra: dict[str, Any]) -> dict:
-    kwargs = {}
-    for p in snippet.parameters(function):
-        key = p if p in extra or p in symbols else GREEK.get(p, p)
-        if key in extra:
-            kwargs[p] = extra[key]
-        elif key in symbols:
-            kwargs[p] = symbols[key]
-        else:
-            raise _Fail(Check(
-                f"pseudocode.{function}", False,
-                f"parameter '{p}' is not a symbol of the reference module; available: "
-                f"{', '.join(sorted([*extra, *symbols]))}", field="pseudocode", line=item.pseudocode_first_line))
-    return kwargs
-
-
-def _run(snippet: Snippet, function: str, kwargs: dict, item: LoadedEntry) -> Any:
-    try:
-        return call(snippet.functions[function], kwargs)
-    except SnippetError as e:
-        line = item.pseudocode_first_line + e.line - 1 if e.line else item.pseudocode_first_line
-        raise _Fail(Check(f"pseudocode.{function}", False, e.message, field="pseudocode", line=line)) from None
-
-
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max()) if a.numel() else 0.0
+    """max|a − b|, and infinity when either holds a NaN or an infinity (a NaN must never pass a ``<=`` test)."""
+    if not a.numel():
+        return 0.0
+    diff = (a - b).abs()
+    return float(diff.max()) if bool(torch.isfinite(diff).all()) else float("inf")
 
 
 def _tol(reference: torch.Tensor) -> float:
     return RTOL * max(1.0, float(reference.abs().max()))
 
 
-def evaluate_formula(expr: str, names: dict[str, Any]) -> float:
-    """Evaluate a property formula (``r * (d_in + d_out)``): names, arithmetic, ``min max int round sqrt`` only.
+@dataclass
+class Case:
+    """One hyperparameter set on one layer shape: what every check needs, built by this process alone."""
 
-    Raises:
-        ValueError: the expression uses anything else, or cannot be evaluated with ``names``.
-    """
-    try:
-        tree = ast.parse(expr, mode="eval")
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Attribute, ast.Lambda, ast.Subscript)) or (
-                    isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
-                                                        and node.func.id in ("min", "max", "int", "round", "sqrt"))):
-                raise ValueError("only arithmetic, names and min/max/int/round/sqrt are allowed")
-        scope = {"__builtins__": {"min": min, "max": max, "int": int, "round": round}, "sqrt": math.sqrt}
-        return eval(compile(tree, "<formula>", "eval"), scope, dict(names))  # noqa: S307 — checked above
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"cannot evaluate {expr!r}: {e}; names: {', '.join(sorted(names))}") from None
+    item: LoadedEntry
+    snippet: Snippet
+    hp: dict[str, Any]
+    d_in: int
+    d_out: int
+    seed: int
+    result: Result
+    pristine: nn.Module = field(init=False)
+    X: torch.Tensor = field(init=False)  # rows are the test vectors x
+    y_base: torch.Tensor = field(init=False)
+    expected: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # the module's side
+    outputs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # the pseudocode's side
+
+    def __post_init__(self) -> None:
+        g = torch.Generator().manual_seed(self.seed)
+        self.pristine = adapter_class(self.slug).example_base(self.d_in, self.d_out, g, DTYPE)
+        self.X = torch.randn(N_VECTORS, self.d_in, generator=g, dtype=DTYPE)
+        with torch.no_grad():
+            self.y_base = self.pristine(self.X)
+
+    @property
+    def slug(self) -> str:
+        return self.item.entry.module_slug
+
+    @property
+    def label(self) -> str:
+        impl = self.item.entry.implementation
+        variant = ", ".join(f"{k}={v}" for k, v in self.hp.items()
+                            if k not in impl.hyperparameters or impl.hyperparameters[k] != v)
+        return f"{self.d_out}×{self.d_in}" + (f", {variant}" if variant else "")
+
+    @property
+    def names(self) -> dict[str, Any]:
+        """What a property formula may use: the hyperparameters and the layer's sizes."""
+        return {**hyperparameters(self.slug), **self.hp, "d_in": self.d_in, "d_out": self.d_out}
+
+    def fresh(self, base: nn.Module | None = None) -> nn.Module:
+        """The module right after init, on a copy of the pristine layer (or on ``base``), in float64.
+
+        A method's init may draw from torch's global generator (LoRA's kaiming A): it is seeded, and left as it was,
+        so that verification is reproducible run to run. Entries are verified on several threads, and the global
+        generator is one per process, so seeding and drawing happen under a lock.
+        """
+        try:
+            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(self.seed)  # CPU only: torch.manual_seed also queues CUDA work
+                module = create(self.slug, base if base is not None else copy.deepcopy(self.pristine), **self.hp)
+        except Exception as exc:  # noqa: BLE001 — a bad hyperparameter is an entry error
+            raise _Fail(Check(f"create [{self.label}]", False, f"adapterspec.create({self.slug!r}, ...) failed: {exc}",
+                              field="implementation.hyperparameters",
+                              line=self.item.line_of("implementation", "hyperparameters"))) from None
+        return module.to(DTYPE)
+
+    def randomized(self) -> nn.Module:
+        """A fresh module moved away from its init, so that no comparison on it could pass by accident."""
+        return randomize_(self.fresh(), torch.Generator().manual_seed(self.seed + 1))
+
+    def check(self, name: str, ok: bool, detail: str = "", error: float | None = None,
+              field_: str | None = None) -> Check:
+        line = self.item.line_of(*field_.split(".")) if field_ and not ok else None
+        return Check(f"{name} [{self.label}]", ok, detail, error, field_, line)
+
+    def formula(self, fieldname: str) -> float:
+        expr = getattr(self.item.entry.properties, fieldname.split(".")[-1])
+        try:
+            return evaluate_formula(expr, self.names)
+        except FormulaError as e:
+            raise _Fail(Check(fieldname, False, str(e), field=fieldname,
+                              line=self.item.line_of(*fieldname.split(".")))) from None
+
+    def bind(self, function: str, symbols: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter of the snippet's ``function``, bound to a module symbol; an unbindable one fails."""
+        kwargs = {}
+        for p in self.snippet.parameters(function):
+            key = p if p in symbols else GREEK.get(p, p)
+            if key not in symbols:
+                raise _Fail(Check(
+                    f"pseudocode.{function}", False,
+                    f"parameter '{p}' is not a symbol of the reference module; available: {', '.join(sorted(symbols))}",
+                    field="pseudocode", line=self.item.pseudocode_first_line))
+            kwargs[p] = symbols[key]
+        return kwargs
+
+    def snippet_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """The pseudocode calls this case needs, and (kept here) what the module says, to compare with later.
+
+        ``init`` (if the snippet defines it) gets the symbols of a fresh module; ``forward`` gets each test vector
+        and the symbols of a randomized module. The worker receives copies; this process keeps the originals.
+        """
+        calls: list[tuple[str, dict[str, Any]]] = []
+        if "init" in self.snippet.functions:
+            self.expected["init_symbols"] = _symbols(self.fresh())
+            W = self.pristine.weight.detach().clone()
+            calls.append(("init", self.bind("init", {**hyperparameters(self.slug), **self.hp,
+                                                      **self.expected["init_symbols"], "W": W, "W0": W,
+                                                      "d_in": self.d_in, "d_out": self.d_out})))
+        module = self.randomized()
+        with torch.no_grad():
+            self.expected["y"] = module(self.X)
+        symbols = _symbols(module)
+        return calls + [("forward", self.bind("forward", {**symbols, "x": self.X[i].clone()}))
+                        for i in range(N_VECTORS)]
+
+    def receive(self, values: list[Any]) -> None:
+        """The sandbox's answers to `snippet_calls`, in the same order."""
+        self.outputs["init"] = values[0] if "init" in self.snippet.functions else None
+        self.outputs["forward"] = values[-N_VECTORS:]
+
+    def fail(self, function: str, message: str) -> _Fail:
+        return _Fail(Check(f"pseudocode.{function}", False, message, field="pseudocode",
+                           line=self.item.pseudocode_first_line))
 
 
-def _eval_formula(expr: str, names: dict[str, Any], item: LoadedEntry, fieldname: str) -> float:
-    try:
-        return evaluate_formula(expr, names)
-    except ValueError as e:
-        raise _Fail(Check(fieldname, False, str(e), field=fieldname,
-                          line=item.line_of(*fieldname.split(".")))) from None
-
-
-def _verify_shape(item: LoadedEntry, snippet: Snippet, hp: dict[str, Any], d_in: int, d_out: int, seed: int,
-                  res: Result) -> None:
-    e, props = item.entry, item.entry.properties
-    slug = e.module_slug
-    variant = ", ".join(f"{k}={v}" for k, v in hp.items() if k not in e.implementation.hyperparameters
-                        or e.implementation.hyperparameters[k] != v)
-    shape = f"{d_out}×{d_in}" + (f", {variant}" if variant else "")
-    g = torch.Generator().manual_seed(seed)
-    pristine = adapter_class(slug).example_base(d_in, d_out, g, DTYPE)
-
-    def add(name: str, ok: bool, detail: str = "", error: float | None = None, field_: str | None = None) -> None:
-        res.checks.append(Check(f"{name} [{shape}]", ok, detail, error, field_,
-                                item.line_of(*field_.split(".")) if field_ and not ok else None))
-
-    try:
-        # A method's init may draw from torch's global generator (LoRA's kaiming A): seed it, and leave it as it was,
-        # so that verification is reproducible run to run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = create(slug, copy.deepcopy(pristine), **hp)
-    except Exception as exc:  # noqa: BLE001 — a bad hyperparameter is an entry error
-        raise _Fail(Check(f"create [{shape}]", False, f"adapterspec.create({slug!r}, ...) failed: {exc}",
-                          field="implementation.hyperparameters",
-                          line=item.line_of("implementation", "hyperparameters"))) from None
-    module = module.to(DTYPE)
-    X = torch.randn(N_VECTORS, d_in, generator=g, dtype=DTYPE)  # rows are the test vectors x
-
+# -- the checks: one small function per claim, run in this order on every case -----------------------------------------
+def check_identity_at_init(case: Case) -> list[Check]:
+    declared = case.item.entry.properties.identity_at_init
     with torch.no_grad():
-        y_base = pristine(X)
-        y_init = module(X)
-    err = _max_err(y_init, y_base)
-    is_identity = err <= _tol(y_base)
-    add("identity_at_init", is_identity == props.identity_at_init,
-        f"declared {props.identity_at_init}, measured max|y − y_base| = {err:.2e} at init", None,
-        "properties.identity_at_init")
+        err = _max_err(case.fresh()(case.X), case.y_base)
+    measured = err <= _tol(case.y_base)
+    return [case.check("identity_at_init", measured == declared,
+                       f"declared {declared}, measured max|y − y_base| = {err:.2e} at init", None,
+                       "properties.identity_at_init")]
 
-    # The init function of the pseudocode, if any, must produce the module's initial tensors.
-    if "init" in snippet.functions:
-        names = snippet.returned_names("init")
-        if not names:
-            raise _Fail(Check("pseudocode.init", False, "init must end with `return name, ...` naming module symbols",
-                              field="pseudocode", line=item.pseudocode_first_line))
-        W = pristine.weight.detach()
-        extra = {"W": W, "W0": W, "d_in": d_in, "d_out": d_out}
-        kwargs = _bind(snippet, "init", {**hyperparameters(slug), **hp, **_symbols(module)}, item, extra)
-        out = _run(snippet, "init", kwargs, item)
-        out = out if isinstance(out, tuple) else (out,)
-        if len(out) != len(names):
-            raise _Fail(Check("pseudocode.init", False, f"returned {len(out)} values for names {names}",
-                              field="pseudocode", line=item.pseudocode_first_line))
-        syms = _symbols(module)
-        worst = 0.0
-        for name, value in zip(names, out):
-            key = name if name in syms else GREEK.get(name, name)
-            if key not in syms or not isinstance(syms[key], torch.Tensor):
-                raise _Fail(Check("pseudocode.init", False, f"returns '{name}', which is not a tensor of the "
-                                  f"module; tensors: {', '.join(k for k, v in syms.items() if isinstance(v, torch.Tensor))}",
-                                  field="pseudocode", line=item.pseudocode_first_line))
-            ref = syms[key]
-            if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise _Fail(Check("pseudocode.init", False, f"'{name}' has shape {got}, the module's has "
-                                  f"{tuple(ref.shape)}", field="pseudocode", line=item.pseudocode_first_line))
-            err = _max_err(value.to(DTYPE), ref)
-            worst = max(worst, err)
-            if err > _tol(ref):
-                add(f"pseudocode.init {name}", False, f"differs from the module's {key} by {err:.2e}", err,
-                    "pseudocode")
-                break
-        else:
-            add("pseudocode.init", True, f"{', '.join(names)} equal the module's init", worst)
 
-    # Away from init: every trainable tensor randomised, so the update is not zero.
-    randomize_(module, torch.Generator().manual_seed(seed + 1))
+def check_init(case: Case) -> list[Check]:
+    """The pseudocode's ``init`` returns, by name, the module's initial tensors."""
+    if "init" not in case.snippet.functions:
+        return []
+    names = case.snippet.returned_names("init")
+    if not names:
+        raise case.fail("init", "init must end with `return name, ...` naming module symbols")
+    out = case.outputs["init"] if isinstance(case.outputs["init"], tuple) else (case.outputs["init"],)
+    if len(out) != len(names):
+        raise case.fail("init", f"returned {len(out)} values for names {names}")
+    own = case.expected["init_symbols"]
+    worst = 0.0
+    for name, value in zip(names, out):
+        key = name if name in own else GREEK.get(name, name)
+        ref = own.get(key)
+        if not isinstance(ref, torch.Tensor):
+            tensors = ", ".join(k for k, v in own.items() if isinstance(v, torch.Tensor))
+            raise case.fail("init", f"returns '{name}', which is not a tensor of the module; tensors: {tensors}")
+        if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise case.fail("init", f"'{name}' has shape {got}, the module's has {tuple(ref.shape)}")
+        err = _max_err(value.to(DTYPE), ref)
+        if not err <= _tol(ref):
+            return [case.check(f"pseudocode.init {name}", False, f"differs from the module's {key} by {err:.2e}", err,
+                               "pseudocode")]
+        worst = max(worst, err)
+    return [case.check("pseudocode.init", True, f"{', '.join(names)} equal the module's init", worst)]
+
+
+def check_non_trivial(case: Case) -> list[Check]:
+    """After `randomize_` the output must differ from the base layer's, or no later comparison could fail."""
     with torch.no_grad():
-        y = module(X)
-    moved = _max_err(y, y_base)
-    if moved <= 1e-6 * max(1.0, float(y_base.abs().max())):
-        raise _Fail(Check(f"non-trivial state [{shape}]", False,
+        moved = _max_err(case.randomized()(case.X), case.y_base)
+    if not moved > 1e-6 * max(1.0, float(case.y_base.abs().max())):
+        raise _Fail(Check(f"non-trivial state [{case.label}]", False,
                           f"after randomize_ the output still equals the base layer's (max diff {moved:.1e}): "
                           "a comparison here could not fail", field="implementation"))
+    return []
 
-    kwargs_all = _symbols(module)
+
+def check_forward(case: Case) -> list[Check]:
+    """The pseudocode's ``forward`` equals the module's, on each test vector, in a randomized state."""
+    y = case.expected["y"]
     worst = 0.0
-    for i in range(N_VECTORS):
-        x = X[i]
-        kwargs = _bind(snippet, "forward", kwargs_all, item, {"x": x})
-        out = _run(snippet, "forward", kwargs, item)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (d_out,):
+    for i, out in enumerate(case.outputs["forward"]):
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (case.d_out,):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise _Fail(Check("pseudocode.forward", False, f"returned shape {got}; expected ({d_out},) = (d_out,) "
-                              f"for x of shape ({d_in},)", field="pseudocode", line=item.pseudocode_first_line))
+            raise case.fail("forward", f"returned shape {got}; expected ({case.d_out},) = (d_out,) for x of shape "
+                            f"({case.d_in},)")
         worst = max(worst, _max_err(out.to(DTYPE), y[i]))
-    add("pseudocode.forward", worst <= _tol(y), ("" if worst <= _tol(y) else "the pseudocode and the module disagree: ")
-        + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} vectors",
-        worst, "pseudocode")
+    ok = worst <= _tol(y)
+    return [case.check("pseudocode.forward", ok, ("" if ok else "the pseudocode and the module disagree: ")
+                       + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} vectors", worst, "pseudocode")]
 
-    # Declared properties.
+
+def check_only_adapter_trainable(case: Case) -> list[Check]:
+    module = case.randomized()
     base_params = {id(p) for p in module.base.parameters()}
     frozen = all(not p.requires_grad for p in module.base.parameters())
     own = {n for n, p in module.named_parameters() if id(p) not in base_params}
     trainable = set(module.trainable_parameters())
-    add("only adapter parameters trainable", frozen and trainable == own and bool(trainable),
-        f"trainable: {', '.join(sorted(trainable)) or 'none'}; base frozen: {frozen}")
+    return [case.check("only adapter parameters trainable", frozen and trainable == own and bool(trainable),
+                       f"trainable: {', '.join(sorted(trainable)) or 'none'}; base frozen: {frozen}")]
 
-    names = {**hyperparameters(slug), **hp, "d_in": d_in, "d_out": d_out}
-    expected = _eval_formula(props.trainable_parameters, names, item, "properties.trainable_parameters")
-    count = module.num_trainable()
-    res.observed.setdefault("trainable_parameters", {})[shape] = count
-    add("trainable parameter count", count == expected,
-        f"{props.trainable_parameters} = {expected:g}; module has {count}", None, "properties.trainable_parameters")
 
-    if props.shared_across_layers:
-        # A tensor shared by every layer cannot depend on any one layer's weights: built on another layer of the same
-        # shape, under the same seed, it must come out identical.
-        syms = _symbols(module)
-        with torch.random.fork_rng(devices=[]):
-            other_base = adapter_class(slug).example_base(d_in, d_out, torch.Generator().manual_seed(seed + 99), DTYPE)
-            torch.manual_seed(seed)  # after building the layer, which may itself draw from the global generator
-            other = _symbols(create(slug, other_base, **hp).to(DTYPE))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            fresh = _symbols(create(slug, copy.deepcopy(pristine), **hp).to(DTYPE))
-        for name in props.shared_across_layers:
-            if not isinstance(syms.get(name), torch.Tensor):
-                add("shared across layers", False, f"'{name}' is not a tensor symbol of the module", None,
-                    "properties.shared_across_layers")
-                continue
-            same = torch.equal(fresh[name], other[name])
-            kind = "trained" if isinstance(getattr(module, name, None), torch.nn.Parameter) else "frozen"
-            add(f"shared across layers: {name}", same, f"{kind}; independent of the layer's weights: {same}", None,
-                "properties.shared_across_layers")
+def check_parameter_count(case: Case) -> list[Check]:
+    expected = case.formula("properties.trainable_parameters")
+    count = case.fresh().num_trainable()
+    case.result.observed.setdefault("trainable_parameters", {})[case.label] = count
+    return [case.check("trainable parameter count", count == expected,
+                       f"{case.item.entry.properties.trainable_parameters} = {expected:g}; module has {count}", None,
+                       "properties.trainable_parameters")]
 
-    cls = adapter_class(slug)
-    add("mergeable", cls.mergeable == props.mergeable, f"declared {props.mergeable}, module says {cls.mergeable}",
-        None, "properties.mergeable")
-    if cls.mergeable:
-        with torch.no_grad():
-            W_before = module.base.weight.detach().clone()
-            W_merged = module.merged_weight().detach().clone()
-            dW = module.delta_weight().detach()
-            module.merge()
-            y_merged = module(X)
-            module.unmerge()
-            restored = torch.equal(module.base.weight, W_before)
-        merr = _max_err(y_merged, y)
-        add("merged == unmerged", merr <= _tol(y) and restored,
-            f"max|merged − unmerged| = {merr:.2e}; unmerge restores the weight exactly: {restored}", merr)
-        if props.rank_bound is not None:
-            bound = _eval_formula(props.rank_bound, names, item, "properties.rank_bound")
-            rank = int(torch.linalg.matrix_rank(dW))
-            res.observed.setdefault("rank", {})[shape] = rank
-            add("rank bound", rank <= bound, f"rank(ΔW) = {rank} on a random state; declared ≤ {props.rank_bound} "
-                f"= {bound:g} (full rank would be {min(d_in, d_out)})", None, "properties.rank_bound")
-        if props.preserves_neuron_gram is not None:
-            gram0, gram = W_before @ W_before.T, W_merged @ W_merged.T
-            gerr = _max_err(gram, gram0)
-            holds = gerr <= _tol(gram0) * 10
-            add("preserves neuron gram", holds == props.preserves_neuron_gram,
-                f"declared {props.preserves_neuron_gram}; max|W'W'ᵀ − W0W0ᵀ| = {gerr:.2e}", gerr if holds else None,
-                "properties.preserves_neuron_gram")
-        if props.row_norms is not None:
-            sym = _symbols(module).get(props.row_norms)
-            if not isinstance(sym, torch.Tensor):
-                add("row norms", False, f"'{props.row_norms}' is not a tensor symbol of the module", None,
-                    "properties.row_norms")
-            else:
-                nerr = _max_err(torch.linalg.vector_norm(W_merged, dim=1), sym)
-                add("row norms", nerr <= _tol(sym), f"max|‖W'_i‖ − {props.row_norms}_i| = {nerr:.2e}", nerr,
-                    "properties.row_norms")
+
+def check_shared_across_layers(case: Case) -> list[Check]:
+    """A tensor shared by every layer cannot depend on any one layer's weights: built on another layer of the same
+    shape, under the same seed, it must come out identical."""
+    shared = case.item.entry.properties.shared_across_layers
+    if not shared:
+        return []
+    mine = _symbols(case.fresh())
+    with torch.random.fork_rng(devices=[]):
+        other_base = adapter_class(case.slug).example_base(case.d_in, case.d_out,
+                                                           torch.Generator().manual_seed(case.seed + 99), DTYPE)
+    other = _symbols(case.fresh(other_base))
+    checks = []
+    for name in shared:
+        if not isinstance(mine.get(name), torch.Tensor):
+            checks.append(case.check("shared across layers", False, f"'{name}' is not a tensor symbol of the module",
+                                     None, "properties.shared_across_layers"))
+            continue
+        same = torch.equal(mine[name], other[name])
+        kind = "trained" if isinstance(getattr(case.fresh(), name, None), torch.nn.Parameter) else "frozen"
+        checks.append(case.check(f"shared across layers: {name}", same,
+                                 f"{kind}; independent of the layer's weights: {same}", None,
+                                 "properties.shared_across_layers"))
+    return checks
+
+
+def check_mergeable(case: Case) -> list[Check]:
+    declared, cls = case.item.entry.properties.mergeable, adapter_class(case.slug)
+    return [case.check("mergeable", cls.mergeable == declared, f"declared {declared}, module says {cls.mergeable}",
+                       None, "properties.mergeable")]
+
+
+def check_merge_roundtrip(case: Case) -> list[Check]:
+    if not adapter_class(case.slug).mergeable:
+        return []
+    module = case.randomized()
+    with torch.no_grad():
+        y = module(case.X)
+        W_before = module.base.weight.detach().clone()
+        module.merge()
+        y_merged = module(case.X)
+        module.unmerge()
+        restored = torch.equal(module.base.weight, W_before)
+    err = _max_err(y_merged, y)
+    return [case.check("merged == unmerged", err <= _tol(y) and restored,
+                       f"max|merged − unmerged| = {err:.2e}; unmerge restores the weight exactly: {restored}", err)]
+
+
+def check_rank_bound(case: Case) -> list[Check]:
+    if case.item.entry.properties.rank_bound is None or not adapter_class(case.slug).mergeable:
+        return []
+    bound = case.formula("properties.rank_bound")
+    with torch.no_grad():
+        rank = int(torch.linalg.matrix_rank(case.randomized().delta_weight()))
+    case.result.observed.setdefault("rank", {})[case.label] = rank
+    return [case.check("rank bound", rank <= bound, f"rank(ΔW) = {rank} on a random state; declared ≤ "
+                       f"{case.item.entry.properties.rank_bound} = {bound:g} (full rank would be "
+                       f"{min(case.d_in, case.d_out)})", None, "properties.rank_bound")]
+
+
+def check_neuron_gram(case: Case) -> list[Check]:
+    declared = case.item.entry.properties.preserves_neuron_gram
+    if declared is None or not adapter_class(case.slug).mergeable:
+        return []
+    module = case.randomized()
+    with torch.no_grad():
+        W0, W = module.base.weight.detach(), module.merged_weight().detach()
+        gram0 = W0 @ W0.T
+        err = _max_err(W @ W.T, gram0)
+    holds = err <= _tol(gram0) * 10
+    return [case.check("preserves neuron gram", holds == declared,
+                       f"declared {declared}; max|W'W'ᵀ − W0W0ᵀ| = {err:.2e}", err if holds else None,
+                       "properties.preserves_neuron_gram")]
+
+
+def check_row_norms(case: Case) -> list[Check]:
+    name = case.item.entry.properties.row_norms
+    if name is None or not adapter_class(case.slug).mergeable:
+        return []
+    module = case.randomized()
+    sym = _symbols(module).get(name)
+    if not isinstance(sym, torch.Tensor):
+        return [case.check("row norms", False, f"'{name}' is not a tensor symbol of the module", None,
+                           "properties.row_norms")]
+    with torch.no_grad():
+        err = _max_err(torch.linalg.vector_norm(module.merged_weight(), dim=1), sym)
+    return [case.check("row norms", err <= _tol(sym), f"max|‖W'_i‖ − {name}_i| = {err:.2e}", err,
+                       "properties.row_norms")]
+
+
+CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
+    check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
+    check_parameter_count, check_shared_across_layers, check_mergeable, check_merge_roundtrip, check_rank_bound,
+    check_neuron_gram, check_row_norms,
+)
 
 
 def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None, benchmark: Benchmark | None = None) -> Result:
@@ -343,7 +435,7 @@ def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None, benchmark:
     res = Result(slug=item.slug, file=str(item.path))
     try:
         try:
-            snippet = compile_snippet(item.entry.pseudocode)
+            snippet = parse(item.entry.pseudocode)
         except SnippetError as e:
             line = item.pseudocode_first_line + (e.line - 1 if e.line else 0)
             raise _Fail(Check("pseudocode", False, e.message, field="pseudocode", line=line)) from None
@@ -351,17 +443,36 @@ def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None, benchmark:
             raise _Fail(Check("pseudocode", False, "must define forward(x, ...); defines: "
                               f"{', '.join(snippet.functions) or 'nothing'}", field="pseudocode",
                               line=item.pseudocode_first_line))
-        res.checks.append(Check("pseudocode compiles", True, f"defines {', '.join(snippet.functions)}"))
+        res.checks.append(Check("pseudocode parses", True, f"defines {', '.join(snippet.functions)}"))
         impl = item.entry.implementation
-        for hp in [impl.hyperparameters, *({**impl.hyperparameters, **v} for v in impl.variants)]:
-            for k, (d_in, d_out) in enumerate(impl.shapes):
-                _verify_shape(item, snippet, dict(hp), d_in, d_out, seed=1000 * k + 7, res=res)
+        cases = [Case(item, snippet, dict(hp), d_in, d_out, seed=1000 * k + 7, result=res)
+                 for hp in [impl.hyperparameters, *({**impl.hyperparameters, **v} for v in impl.variants)]
+                 for k, (d_in, d_out) in enumerate(impl.shapes)]
+        _run_snippets(item, snippet, cases)
+        for case in cases:
+            for check in CHECKS:
+                res.checks += check(case)
     except _Fail as f:
         res.checks.append(f.check)
     res.checks += list(_quote_checks(item, papers, res))
     res.checks += list(_benchmark_checks(item, benchmark))
     res.seconds = time.perf_counter() - start
     return res
+
+
+def _run_snippets(item: LoadedEntry, snippet: Snippet, cases: list[Case]) -> None:
+    """Every pseudocode call of every case of the entry, in one sandboxed request (each call on fresh copies, under
+    its own deadline; the request under the entry's)."""
+    calls = [case.snippet_calls() for case in cases]
+    try:
+        values = pool().run(snippet.source, [c for batch in calls for c in batch], seconds=CALL_SECONDS,
+                            total_seconds=ENTRY_SECONDS)
+    except SnippetError as e:
+        line = item.pseudocode_first_line + (e.line - 1 if e.line else 0)
+        raise _Fail(Check("pseudocode", False, e.message, field="pseudocode", line=line)) from None
+    for case, batch in zip(cases, calls):
+        case.receive(values[:len(batch)])
+        values = values[len(batch):]
 
 
 def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> Iterable[Check]:
@@ -398,16 +509,27 @@ def _benchmark_checks(item: LoadedEntry, benchmark: Benchmark | None) -> Iterabl
 
 def verify(catalog: Catalog, slugs: Iterable[str] | None = None, papers: PaperTexts | None = None,
            progress=None, benchmark: Benchmark | None = None) -> list[Result]:
-    """Verify the named entries (all by default), in order; ``progress(result)`` is called after each."""
+    """Verify the named entries (all by default); results and ``progress(result)`` calls come in order."""
     wanted = list(slugs) if slugs else list(catalog.entries)
     unknown = [s for s in wanted if s not in catalog.entries]
     if unknown:
         raise KeyError(f"unknown entr{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
                        f"available: {', '.join(catalog.entries)}")
+    return run_parallel([catalog.entries[s] for s in wanted], lambda item: verify_entry(item, papers, benchmark),
+                        progress)
+
+
+def run_parallel(items: list[Any], work: Callable[[Any], Any], progress: Callable[[Any], None] | None = None) -> list:
+    """``work(item)`` for each item, one thread per sandbox worker, results (and ``progress`` calls) in order.
+
+    The sandboxed calls are what runs in parallel; this process's own share is small.
+    """
+    if not items:
+        return []
     results = []
-    for slug in wanted:
-        r = verify_entry(catalog.entries[slug], papers, benchmark)
-        if progress:
-            progress(r)
-        results.append(r)
+    with ThreadPoolExecutor(max_workers=min(len(items), pool().size)) as threads:
+        for r in threads.map(work, items):
+            if progress:
+                progress(r)
+            results.append(r)
     return results

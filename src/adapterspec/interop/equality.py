@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from adapterspec.catalog.verify import evaluate_formula
+from adapterspec.catalog.formula import evaluate_formula
 from adapterspec.interop.peft import converters, from_peft, peft_config
 from adapterspec.registry import adapter_class, hyperparameters
 

@@ -17,6 +17,7 @@ class C3A(Adapter):
     $$W' = W_0 + s\, C_{blk}(\Delta w),\qquad
       C_{blk}(\Delta w) = \begin{pmatrix} C(\Delta w_{11}) & \cdots & C(\Delta w_{1n}) \\ \vdots & & \vdots \\
       C(\Delta w_{m1}) & \cdots & C(\Delta w_{mn}) \end{pmatrix},\qquad m = d_{out}/b,\ n = d_{in}/b$$
+
     $$C(v)_{jt} = v_{(t - j) \bmod b}\quad(\text{first row } v\text{, each row the one above shifted right}),\qquad
       C(v)\,x = \operatorname{FFT}\big(\operatorname{FFT}(v) \circ \operatorname{iFFT}(x)\big)$$
 

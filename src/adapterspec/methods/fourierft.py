@@ -15,6 +15,7 @@ class FourierFT(Adapter):
 
     $$W' = W_0 + \alpha\, \operatorname{Re}\big(\operatorname{IDFT2}(F)\big),\qquad
       F_{j,k} = \begin{cases} c_l & (j, k) = (E_{0,l}, E_{1,l}) \\ 0 & \text{otherwise} \end{cases}$$
+
     $$\Delta W_{p,q} = \frac{\alpha}{d_{out} d_{in}} \sum_{l=1}^{n} c_l
       \cos\!\Big(2\pi\Big(\frac{p\, E_{0,l}}{d_{out}} + \frac{q\, E_{1,l}}{d_{in}}\Big)\Big)$$
 

@@ -13,6 +13,7 @@ class IA3(Adapter):
 
     $$\text{attention (keys, values):}\quad y = l \odot (W_0 x + b),\qquad W' = \operatorname{diag}(l)\, W_0,
       \ l \in \mathbb{R}^{d_{out}}$$
+
     $$\text{feed-forward (second FFN linear):}\quad y = W_0 (l \odot x) + b,\qquad W' = W_0 \operatorname{diag}(l),
       \ l \in \mathbb{R}^{d_{in}}$$
 

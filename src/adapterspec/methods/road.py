@@ -13,6 +13,7 @@ class RoAd(Adapter):
 
     $$y = R\,(W_0 x + b),\qquad W' = R\,W_0,\quad b' = R\,b,\qquad
       R = \operatorname{diag}(R_1, \dots, R_{d_{out}/2}) \text{ acting on the pairs } (p_i, q_i)$$
+
     $$R_i = \begin{pmatrix} \alpha_{i,11}\cos\theta_{i,11} & -\alpha_{i,12}\sin\theta_{i,12} \\
                             \alpha_{i,21}\sin\theta_{i,21} & \alpha_{i,22}\cos\theta_{i,22} \end{pmatrix}$$
 

@@ -12,6 +12,7 @@ class VBLoRA(Adapter):
     r"""LoRA whose factors are tiled from sub-vectors, each a sparse (top-k) convex mix of vectors from a bank.
 
     $$W' = W_0 + B A,\qquad B \in \mathbb{R}^{d_{out}\times r},\ A \in \mathbb{R}^{r\times d_{in}}$$
+
     $$A_{i,:} = \big[u^A_{i,1}, \dots, u^A_{i,d_{in}/b}\big],\qquad
       B_{:,i} = \big[u^B_{1,i}; \dots; u^B_{d_{out}/b,i}\big],\qquad
       u = \sum_{s=1}^{h} \operatorname{softmax}\!\big(\operatorname{TopK}(\sigma, k)\big)_s\, \alpha_s$$
