@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 serve: $(STAMP)  ## serve the site at http://127.0.0.1:8000, rebuilding on changes to docs/, entries/, src/adapterspec/
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	$(BIN)/mkdocs serve --dirty --no-strict --dev-addr 127.0.0.1:8000
 
 test: $(STAMP)   ## run the whole test suite (verification of every entry, mutations, bad entries, strict site build)
 	$(BIN)/python -m pytest

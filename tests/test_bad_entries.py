@@ -148,10 +148,10 @@ def test_a_comparison_that_could_not_fail_is_an_error(catalog, monkeypatch):
 
 
 def test_unknown_marker_in_a_page_is_an_error(catalog):
-    from adapterspec.catalog.render import fill_markers
+    from adapterspec.catalog.render import Fragments, fill_markers
 
     with pytest.raises(ValueError, match="unknown marker.*adapterspec:scorecard.*known: rubric"):
-        fill_markers("text <!-- adapterspec:scorecard -->", "index.md", catalog, {})
+        fill_markers("text <!-- adapterspec:scorecard -->", "index.md", catalog, {}, Fragments("index.md"))
 
 
 def test_yml_extension_is_reported(tmp_path: Path):

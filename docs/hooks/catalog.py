@@ -2,7 +2,9 @@
 
 on_config  — load and verify every entry (cached by content), render the pages, list them in the navigation;
 on_files   — add the generated pages in memory (nothing is written into docs/);
-on_page_markdown — fill ``<!-- adapterspec:NAME -->`` markers in hand-written pages.
+on_page_markdown — fill ``<!-- adapterspec:NAME -->`` markers in hand-written pages;
+on_page_content — swap the entries' text, rendered to HTML on its own, in for the tokens the pages carry (entry text
+                  never passes through Python-Markdown: see ``adapterspec.catalog.render.Fragments``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "adapterspec"
 log = logging.getLogger("mkdocs.hooks.catalog")
 _build = None
+_command = "build"
+
+
+def on_startup(command, dirty):
+    global _command
+    _command = command
 
 
 def _engine():
@@ -27,6 +35,8 @@ def _engine():
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SRC.rglob("*.py")))).hexdigest()
     loaded = sys.modules.get("adapterspec")
     if loaded is not None and getattr(loaded, "_source_digest", digest) != digest:
+        if "adapterspec.catalog.worker" in sys.modules:  # its workers run the old code: stop them
+            sys.modules["adapterspec.catalog.worker"].shutdown()
         for name in [m for m in sys.modules if m == "adapterspec" or m.startswith("adapterspec.")]:
             del sys.modules[name]
     importlib.import_module("adapterspec")._source_digest = digest
@@ -39,8 +49,15 @@ def on_config(config):
     try:
         _build = site.build_site(ROOT, progress=log.info)
     except catalog.CatalogError as e:
-        raise PluginError("catalog verification failed:\n  " + "\n  ".join(str(err) for err in e.errors)) from None
-    config.mdx_configs.setdefault("pymdownx.snippets", {})["base_path"] = [str(ROOT)]
+        message = "catalog verification failed:\n  " + "\n  ".join(str(err) for err in e.errors)
+        if _command != "serve":
+            raise PluginError(message) from None
+        log.error(message)  # and the browser shows it, instead of waiting for a build that never comes
+        _build = site.error_site(ROOT, e.errors)
+    # The reference implementations are included from src/ only: nothing else in the repository (.git/, a token
+    # file) is reachable by a --8<-- line.
+    snippets = config.mdx_configs.setdefault("pymdownx.snippets", {})
+    snippets.update(base_path=[str(ROOT / "src")], restrict_base_path=True, check_paths=True)
     methods = [{title: path} for title, path in _build.method_pages]
     config.nav = [_expand(item, methods) for item in config.nav or []]
     return config
@@ -54,15 +71,40 @@ def _expand(item, methods):
     return item
 
 
+class _Generated(File):
+    """A generated page that `mkdocs serve --dirty` re-renders only when its content changed since the last build."""
+
+    changed = True
+
+    def is_modified(self) -> bool:
+        return self.changed
+
+
 def on_files(files, config):
+    site = sys.modules["adapterspec.catalog.site"]
     for path, content in _build.pages.items():
-        files.append(File.generated(config, path, content=content))
+        page = _Generated.generated(config, path, content=content)
+        page.changed = site.LAST_DIGESTS.get(path) != _build.digest(path)
+        site.LAST_DIGESTS[path] = _build.digest(path)
+        files.append(page)
     return files
 
 
 def on_page_markdown(markdown, page, config, files):
     render = importlib.import_module("adapterspec.catalog.render")
+    if _build.catalog is None:  # the error site: nothing to fill markers from
+        return render.MARKER.sub("", markdown)
     try:
-        return render.fill_markers(markdown, page.file.src_uri, _build.catalog, _build.results)
+        return render.fill_markers(markdown, page.file.src_uri, _build.catalog, _build.results,
+                                   _build.fragments_for(page.file.src_uri))
     except ValueError as e:
         raise PluginError(str(e)) from None
+
+
+def on_page_content(html, page, config, files):
+    if _build.errors:
+        return _build.error_banner() + html
+    try:
+        return _build.fragments_for(page.file.src_uri).fill(html)
+    except ValueError as e:
+        raise PluginError(f"{page.file.src_uri}: {e}") from None

@@ -1,6 +1,6 @@
 """Verification results cached by content, so that a rebuild re-verifies only what changed.
 
-The key of an entry hashes its YAML, the source of every module its reference class is built from (the method file,
+The key of an entry hashes what verification reads of its YAML (not its prose), the source of every module its reference class is built from (the method file,
 its base classes' files, ``adapter.py``, ``ops.py``), the verifier itself, the torch version and the paper texts it
 cites. Anything else changing leaves the cached result valid.
 """
@@ -11,7 +11,9 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,8 +26,9 @@ from adapterspec.catalog.verify import Result, verify_entry
 from adapterspec.registry import adapter_class
 
 _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
-           "adapterspec.catalog.sandbox", "adapterspec.catalog.papers", "adapterspec.catalog.model",
-           "adapterspec.catalog.benchmark")
+           "adapterspec.catalog.sandbox", "adapterspec.catalog.worker", "adapterspec.catalog.wire",
+           "adapterspec.catalog.formula", "adapterspec.catalog.papers", "adapterspec.catalog.model",
+           "adapterspec.catalog.benchmark", "adapterspec.catalog.cache")
 
 
 def _source_key(slug: str, modules: tuple[str, ...], extra_files: tuple[Path, ...], *parts: str) -> str:
@@ -38,24 +41,39 @@ def _source_key(slug: str, modules: tuple[str, ...], extra_files: tuple[Path, ..
     return h.hexdigest()[:20]
 
 
-def _cached(path: Path | None, key: str, compute: Callable[[], Any], load: Callable[[dict], Any]) -> tuple[Any, bool]:
-    """``compute()``'s result, read from ``path`` when stored there under ``key`` (and whether it was)."""
-    if path is not None and path.exists():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return load(data["result"]), True
-        except (ValueError, KeyError, TypeError):
-            pass  # a corrupt cache file is just a miss
-    result = compute()
+def _load(path: Path | None, key: str, load: Callable[[dict], Any]) -> Any | None:
+    """What is stored at ``path`` under ``key``, or None (a missing, stale or corrupt file is a miss)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return load(data["result"]) if data.get("key") == key else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _store(path: Path | None, key: str, result: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "result": result.to_json()}))
-    return result, False
+        path.write_text(json.dumps({"key": key, "result": result}))
+
+
+VERIFIED_FIELDS = ("pseudocode", "implementation", "properties", "papers", "evidence", "benchmark")
+
+
+def verified_input(item: LoadedEntry) -> str:
+    """What verification reads from the entry, with the lines it may report: prose is not part of it, so editing a
+    summary or a caveat leaves the stored result valid (and `mkdocs serve` fast)."""
+    e = item.entry
+    data = e.model_dump(mode="json", include={"id", "pseudocode", "implementation", "properties", "papers",
+                                              "benchmark"})
+    data["evidence"] = [(ev.dimension, ev.quote, ev.paper) for ev in e.evidence]
+    data["lines"] = sorted((repr(k), v) for k, v in item.lines.items() if k and k[0] in VERIFIED_FIELDS)
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
 def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> str:
-    return _source_key(item.entry.module_slug, _ENGINE, (), item.text,
+    return _source_key(item.entry.module_slug, _ENGINE, (), verified_input(item),
                        papers.fingerprint([p.arxiv for p in item.entry.papers]),
                        benchmark.fingerprint(item.entry.benchmark))
 
@@ -63,33 +81,121 @@ def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> st
 def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
                   cache_dir: Path | None) -> tuple[Result, bool]:
     """The entry's verification result, and whether it came from the cache."""
-    if cache_dir is None:
-        return verify_entry(item, papers, benchmark), False
-    return _cached(cache_dir / f"{item.slug}.json", entry_key(item, papers, benchmark),
-                   lambda: verify_entry(item, papers, benchmark), Result.from_json)
+    path = cache_dir / f"{item.slug}.json" if cache_dir else None
+    key = entry_key(item, papers, benchmark)
+    hit = _load(path, key, Result.from_json)
+    if hit is not None:
+        return hit, True
+    result = verify_entry(item, papers, benchmark)
+    _store(path, key, result.to_json())
+    return result, False
 
 
-def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
-    """The entry's equality matrix against peft (`adapterspec.interop.equality.Equality`), or ``None`` and why not.
+def _peft_not_applicable(item: LoadedEntry) -> str | None:
+    from adapterspec.interop.peft import converters  # does not import peft
 
-    Cached like verification, keyed by the converter, the method's source, the harness and the peft and torch versions.
-    """
+    if item.entry.code.peft is None:
+        return "peft has no implementation of this method"
+    if item.entry.module_slug not in converters():
+        return f"no converter from {item.entry.code.peft} yet"
+    try:
+        importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return "peft is not installed where this site was built, so the comparison did not run"
+    return None
+
+
+def _peft_key(item: LoadedEntry) -> str:
     from adapterspec.interop.peft import converters
 
     slug = item.entry.module_slug
-    if item.entry.code.peft is None:
-        return None, "peft has no implementation of this method"
-    if slug not in converters():
-        return None, f"no converter from {item.entry.code.peft} yet"
-    try:
-        peft_version = importlib.metadata.version("peft")
-    except importlib.metadata.PackageNotFoundError:
-        return None, "peft is not installed where this site was built, so the comparison did not run"
+    return _source_key(slug, (*_ENGINE, "adapterspec.interop.peft", "adapterspec.interop.equality"),
+                       (Path(converters()[slug].__file__),), item.entry.properties.trainable_parameters,
+                       importlib.metadata.version("peft"))
+
+
+class PeftEqualities:
+    """Every entry's equality matrix against peft (`adapterspec.interop.equality.Equality`), or ``None`` and why not.
+
+    Cached like verification, keyed by the converter, the method's source, the harness and the peft and torch
+    versions. What is not cached runs in a process forked from this one (trusted code: our converters against
+    peft), so that importing peft and running the matrix take the other core while this process verifies entries.
+    Call `result` for the answers.
+    """
+
+    def __init__(self, items: list[LoadedEntry], cache_dir: Path | None) -> None:
+        from adapterspec.interop.equality import Equality
+
+        self.cache_dir = cache_dir
+        self.done: dict[str, tuple[Any, str]] = {}
+        self.todo: list[tuple[LoadedEntry, str]] = []
+        for item in items:
+            why = _peft_not_applicable(item)
+            if why:
+                self.done[item.slug] = (None, why)
+                continue
+            key = _peft_key(item)
+            hit = _load(self._path(item), key, Equality.from_json)
+            if hit is not None:
+                self.done[item.slug] = (hit, "cached")
+            else:
+                self.todo.append((item, key))
+        jobs = [(item.entry.module_slug, item.entry.properties.trainable_parameters) for item, _ in self.todo]
+        self._wait = in_forked_process(lambda: _run_equalities(jobs)) if jobs else None
+
+    def _path(self, item: LoadedEntry) -> Path | None:
+        return self.cache_dir / f"{item.slug}.peft.json" if self.cache_dir else None
+
+    def result(self) -> dict[str, tuple[Any, str]]:
+        from adapterspec.interop.equality import Equality
+
+        if self._wait is not None:
+            for (item, key), data in zip(self.todo, self._wait()):
+                _store(self._path(item), key, data)
+                self.done[item.slug] = (Equality.from_json(data), "")
+            self._wait = None
+        return self.done
+
+
+def _run_equalities(jobs: list[tuple[str, str]]) -> list[dict]:
     from adapterspec.interop import equality
 
-    formula = item.entry.properties.trainable_parameters
-    key = _source_key(slug, (*_ENGINE, "adapterspec.interop.peft", "adapterspec.interop.equality"),
-                      (Path(converters()[slug].__file__),), formula, peft_version)
-    result, cached = _cached(cache_dir / f"{item.slug}.peft.json" if cache_dir else None, key,
-                             lambda: equality.run(slug, formula=formula), equality.Equality.from_json)
-    return result, "cached" if cached else ""
+    return [equality.run(slug, formula=formula).to_json() for slug, formula in jobs]
+
+
+def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
+    """One entry's `PeftEqualities`."""
+    return PeftEqualities([item], cache_dir).result()[item.slug]
+
+
+def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``fn()`` (trusted code, JSON-serialisable result) in a forked copy of this process; return a function that
+    waits for the result and returns it, or raises RuntimeError with the child's traceback."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover — measured through the parent
+        try:
+            os.close(r)
+            # The parent's OpenMP thread pool did not survive the fork; a parallel region would wait for it forever.
+            # One thread, as torch's own DataLoader workers do.
+            torch.set_num_threads(1)
+            try:
+                payload = json.dumps({"ok": fn()})
+            except BaseException as e:  # noqa: BLE001 — reported to the parent
+                payload = json.dumps({"error": "".join(traceback.format_exception(e))})
+            with os.fdopen(w, "w") as f:
+                f.write(payload)
+        finally:
+            os._exit(0)
+    os.close(w)
+
+    def wait() -> Any:
+        with os.fdopen(r) as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        message = json.loads(data) if data else {"error": "the process ended without a result"}
+        if "error" in message:
+            raise RuntimeError(message["error"])
+        return message["ok"]
+
+    return wait

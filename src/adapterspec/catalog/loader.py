@@ -12,10 +12,14 @@ import yaml
 from pydantic import ValidationError
 
 from adapterspec.catalog.errors import CatalogError, EntryError
-from adapterspec.catalog.model import Entry, Theme
+from adapterspec.catalog import prose
+from adapterspec.catalog.model import Entry, Theme, prose_fields
 
 THEMES_FILE = "themes.yaml"
 SCHEMA_FILE = "schema.json"
+MAX_FILE_BYTES = 128 * 1024  # the largest entry is under 20 KB
+MAX_DEPTH = 8  # entry -> evidence -> item -> field is 3 deep; variants -> item -> value is 4
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where available: the same result, faster
 
 Path_ = tuple[Any, ...]
 
@@ -96,20 +100,49 @@ def _line_index(node: yaml.Node, loc: Path_ = ()) -> dict[Path_, int]:
     return index
 
 
-def _read_yaml(path: Path) -> tuple[Any, str, dict[Path_, int]]:
+def _read_yaml(path: Path, root: Path | None = None) -> tuple[Any, str, dict[Path_, int]]:
+    """Parse one file into plain data, its text and the line of every field, refusing anything unbounded.
+
+    An entry is untrusted input: before anything is built from it, the file must be a regular file inside ``root``
+    (no symbolic link), at most `MAX_FILE_BYTES`, UTF-8, free of YAML anchors and aliases (an alias bomb expands
+    exponentially in whatever reads the data) and nested at most `MAX_DEPTH` deep.
+    """
+    def fail(message: str, line: int | None = None) -> CatalogError:
+        return CatalogError([EntryError(str(path), message, line=line)])
+
+    problem = unsafe_path(path, root or path.parent)
+    if problem:
+        raise fail(problem)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise fail(f"file is {size:,} bytes; an entry may be at most {MAX_FILE_BYTES:,} (is something pasted twice?)")
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CatalogError([EntryError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise fail(f"not UTF-8 text ({e.reason} at column {column}); save the file as UTF-8", line) from None
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_structure(node)
+            data = loader.construct_document(node)
+        else:
+            data = None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
+        problem_ = getattr(e, "problem", None) or str(e)
         context = getattr(e, "context", None)
-        msg = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
-        raise CatalogError([EntryError(str(path), msg, line=mark.line + 1 if mark else None)]) from None
+        msg = f"YAML syntax error: {problem_}" + (f" ({context})" if context else "")
+        raise fail(msg, mark.line + 1 if mark else None) from None
+    except _Unsafe as e:
+        raise fail(e.message, e.line) from None
+    except RecursionError:
+        raise fail(f"nested far too deeply (at most {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
     lines = _line_index(node) if node is not None else {}
     duplicates = list(_duplicate_keys(node)) if node is not None else []
     if duplicates:
@@ -117,6 +150,46 @@ def _read_yaml(path: Path) -> tuple[Any, str, dict[Path_, int]]:
                                        "silently keep only the last one", line=line)
                             for key, first, line in duplicates])
     return data, text, lines
+
+
+class _Unsafe(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        self.message, self.line = message, line
+
+
+def _check_structure(node: yaml.Node) -> None:
+    """Refuse aliases (a node reached twice), non-scalar keys and nesting deeper than `MAX_DEPTH`."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(node, 0)]
+    while stack:
+        n, depth = stack.pop()
+        line = n.start_mark.line + 1
+        if id(n) in seen:
+            raise _Unsafe("YAML anchors and aliases (&name, *name) are not allowed in entries; write the value out",
+                          line)
+        seen.add(id(n))
+        if depth > MAX_DEPTH:
+            raise _Unsafe(f"nested more than {MAX_DEPTH} levels deep", line)
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    raise _Unsafe("mapping keys must be plain names", key.start_mark.line + 1)
+                stack.append((value, depth + 1))
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in n.value)
+
+
+def unsafe_path(path: Path, root: Path) -> str | None:
+    """Why the build must not read ``path`` (a symbolic link, or a path that leaves ``root``), or None."""
+    if path.is_symlink():
+        return "symbolic links are not allowed here; commit the file itself"
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return f"resolves outside {root}"
+    if not path.is_file():
+        return "not a regular file"
+    return None
 
 
 def _duplicate_keys(node: yaml.Node):
@@ -159,6 +232,8 @@ def load_themes(root: Path) -> dict[str, Theme]:
         try:
             theme = Theme.model_validate(item)
             themes[theme.id] = theme
+            errors += [EntryError(str(path), problem, field=f"[{i}].description", line=lines.get((i, "description")))
+                       for problem in prose.problems(theme.description)]
         except ValidationError as e:
             for err in e.errors():
                 loc = (i, *err["loc"])
@@ -179,7 +254,11 @@ def load_entry(path: Path) -> LoadedEntry:
     except ValidationError as e:
         loaded = LoadedEntry(entry=None, path=path, text=text, lines=lines)  # type: ignore[arg-type]
         raise CatalogError([loaded.error(_explain(err), *err["loc"]) for err in e.errors()]) from None
-    return LoadedEntry(entry=entry, path=path, text=text, lines=lines)
+    item = LoadedEntry(entry=entry, path=path, text=text, lines=lines)
+    errors = [item.error(problem, *loc) for loc, value in prose_fields(entry) for problem in prose.problems(value)]
+    if errors:
+        raise CatalogError(errors)
+    return item
 
 
 def load_catalog(root: str | Path = "entries") -> Catalog:
@@ -193,7 +272,10 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
     root = Path(root)
     if not root.is_dir():
         raise CatalogError([EntryError(str(root), "entries directory not found (use --entries PATH)")])
-    errors: list[EntryError] = []
+    if root.is_symlink():
+        raise CatalogError([EntryError(str(root), "the entries directory is a symbolic link; it must be a folder")])
+    errors: list[EntryError] = [EntryError(str(p), "symbolic links are not allowed in the entries folder")
+                                for p in sorted(root.iterdir()) if p.is_symlink()]
     try:
         themes = load_themes(root)
     except CatalogError as e:
@@ -204,7 +286,7 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
     for path in sorted(root.glob("*.yml")):
         errors.append(EntryError(str(path), f"entries use the .yaml extension; rename to {path.stem}.yaml"))
     for path in sorted(root.glob("*.yaml")):
-        if path.name == THEMES_FILE:
+        if path.name == THEMES_FILE or path.is_symlink():
             continue
         try:
             item = load_entry(path)

@@ -3,13 +3,42 @@ generated from (``adapterspec schema --write``)."""
 
 from __future__ import annotations
 
-from typing import Literal, Union
+import math
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+# Every field is bounded: an entry is untrusted input, and the build must stay fast whatever it says.
 Dimension = Literal["PE", "BL", "BF", "DE", "OOD", "WA"]
-Slug = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+Slug = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=40)
 ArxivId = Field(pattern=r"^\d{4}\.\d{4,5}$", description='arXiv identifier such as "2106.09685" (quoted)')
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]
+# One line of plain text (a title, an author list, a locator): no line breaks or control characters.
+Line = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=300)]
+# A name shown in headings, titles and the navigation: one line, none of the characters that mean markup.
+Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f<>&\"`\\{}\[\]|*_#$]+$", max_length=120)]
+
+
+def Prose(max_length: int):  # noqa: N802 — reads as a type in the model below
+    """Markdown prose (rendered by markdown-it-py: raw HTML off, links allowlisted, $…$ maths)."""
+    return Annotated[str, Field(max_length=max_length, json_schema_extra={"format": "markdown"})]
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+# Hyperparameters reach the reference module's constructor in the build's own process: keep them small.
+HyperValue = Union[
+    bool,
+    Annotated[int, Field(ge=-4096, le=4096)],
+    Annotated[float, Field(ge=-1e6, le=1e6), AfterValidator(_finite)],
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{0,40}$")],
+]
+Hyperparameters = Annotated[dict[Identifier, HyperValue], Field(max_length=24)]
+Dim = Annotated[int, Field(ge=1, le=256)]
 
 
 class _Strict(BaseModel):
@@ -20,10 +49,10 @@ class Paper(_Strict):
     """A paper the entry cites, by arXiv id."""
 
     arxiv: str = ArxivId
-    title: str
-    authors: str = Field(description='"First author et al."')
+    title: Line
+    authors: Line = Field(description='"First author et al."')
     year: int = Field(ge=1990, le=2100)
-    venue: str | None = None
+    venue: Line | None = None
     version: str | None = Field(None, pattern=r"^v\d+$", description="the arXiv version cited, when a later version "
                                 "of the same record rewrote the method (Bone: v3); quotes are then only checked "
                                 "against a saved text of that version")
@@ -32,22 +61,27 @@ class Paper(_Strict):
 class Code(_Strict):
     """Where the method lives in code."""
 
-    peft: str | None = Field(None, description="peft class implementing the method, e.g. peft.tuners.lora.layer.Linear")
-    official: str | None = Field(None, pattern=r"^https://", description="the authors' repository")
+    peft: str | None = Field(None, pattern=r"^peft(\.[A-Za-z_][A-Za-z0-9_]*){1,8}$",
+                             description="peft class implementing the method, e.g. peft.tuners.lora.layer.Linear")
+    official: str | None = Field(None, pattern=r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~%+/-]*)?$", max_length=200,
+                                 description="the authors' repository (a whole https URL, nothing after it)")
 
 
 class Implementation(_Strict):
     """The reference module the pseudocode is verified against."""
 
-    module: str | None = Field(None, description="adapterspec method slug; defaults to the entry's id")
-    hyperparameters: dict[str, Union[bool, int, float, str]] = Field(
-        default_factory=dict, description="keyword arguments for adapterspec.create during verification")
-    variants: list[dict[str, Union[bool, int, float, str]]] = Field(
-        default_factory=list, description="further hyperparameter sets (merged over `hyperparameters`), each verified "
-        "too, so that every branch of the pseudocode runs")
-    shapes: list[tuple[int, int]] = Field(
-        default_factory=lambda: [(16, 12), (32, 24)], min_length=2,
-        description="(d_in, d_out) layer shapes to verify on; at least two, non-square catches transposes")
+    module: str | None = Field(None, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=40,
+                               description="adapterspec method slug; defaults to the entry's id")
+    hyperparameters: Hyperparameters = Field(
+        default_factory=dict, description="keyword arguments for adapterspec.create during verification (integers "
+        "within ±4096, finite floats within ±1e6, short strings)")
+    variants: list[Hyperparameters] = Field(
+        default_factory=list, max_length=8, description="further hyperparameter sets (merged over `hyperparameters`), "
+        "each verified too, so that every branch of the pseudocode runs")
+    shapes: list[tuple[Dim, Dim]] = Field(
+        default_factory=lambda: [(16, 12), (32, 24)], min_length=2, max_length=4,
+        description="(d_in, d_out) layer shapes to verify on, each size 1-256; at least two, non-square catches "
+        "transposes")
 
 
 class Properties(_Strict):
@@ -56,13 +90,13 @@ class Properties(_Strict):
     identity_at_init: bool = Field(description="the adapted layer equals the pretrained one right after init")
     mergeable: bool = Field(description="the update folds into the weight: merged output == unmerged output")
     trainable_parameters: str = Field(
-        description="Python expression in d_in, d_out and the hyperparameters, e.g. 'r * (d_in + d_out)'")
-    rank_bound: str | None = Field(None, description="expression bounding rank(ΔW), e.g. 'r'")
+        max_length=500, description="expression in d_in, d_out and the hyperparameters, e.g. 'r * (d_in + d_out)'")
+    rank_bound: str | None = Field(None, max_length=500, description="expression bounding rank(ΔW), e.g. 'r'")
     preserves_neuron_gram: bool | None = Field(
         None, description="W' W'ᵀ == W0 W0ᵀ: norms of and angles between neurons unchanged (checked either way)")
-    row_norms: str | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
-    shared_across_layers: list[str] = Field(
-        default_factory=list, description="symbols one copy of which serves every adapted layer of a model (VeRA's "
+    row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
+    shared_across_layers: list[Identifier] = Field(
+        default_factory=list, max_length=8, description="symbols one copy of which serves every adapted layer of a model (VeRA's "
         "frozen random pair, VB-LoRA's vector bank); checked to be independent of the layer's own weights")
 
 
@@ -70,43 +104,44 @@ class Evidence(_Strict):
     """One grade dimension, backed by a short verbatim quote that is checked against the paper's text."""
 
     dimension: Dimension
-    claim: str = Field(min_length=20, description="what the paper shows, in our words, with its figures")
+    claim: Prose(3000) = Field(min_length=20, description="what the paper shows, in our words, with its figures")
     quote: str = Field(min_length=20, max_length=400, description="verbatim from the paper, one or two sentences")
     paper: str = ArxivId
-    locator: str = Field(description='where in the paper: "Table 2", "Section 4.1"')
+    locator: Line = Field(max_length=200, description='where in the paper: "Table 2", "Section 4.1"')
 
 
 class Discrepancy(_Strict):
     """Where the paper, peft and common descriptions of the method disagree."""
 
-    aspect: str
-    paper: str
-    peft: str
-    note: str
+    aspect: Line = Field(max_length=120, description="a short heading")
+    paper: Prose(3000)
+    peft: Prose(3000)
+    note: Prose(3000)
 
 
 class Entry(_Strict):
     """One method of the catalog."""
 
     id: str = Slug
-    name: str
-    full_name: str
-    summary: str = Field(description="one sentence for the catalog index")
-    papers: list[Paper] = Field(min_length=1)
+    name: Name = Field(max_length=40)
+    full_name: Name
+    summary: Prose(800) = Field(description="one sentence for the catalog index")
+    papers: list[Paper] = Field(min_length=1, max_length=8)
     code: Code
-    themes: list[str] = Field(min_length=1, description="from entries/themes.yaml")
-    hypothesis: str = Field(min_length=40)
-    math: str = Field(description="LaTeX, one equation per line, no $$")
-    pseudocode: str = Field(description="Python in the paper's notation defining forward(x, ...) and optionally init(...)")
+    themes: list[str] = Field(min_length=1, max_length=8, description="from entries/themes.yaml")
+    hypothesis: Prose(4000) = Field(min_length=40)
+    math: str = Field(max_length=4000, description="LaTeX, one equation per line, no $$")
+    pseudocode: str = Field(max_length=8000, description="Python in the paper's notation defining forward(x, ...) "
+                            "and optionally init(...)")
     implementation: Implementation = Field(default_factory=Implementation)
     properties: Properties
-    evidence: list[Evidence] = Field(default_factory=list)
-    implications: str
-    caveats: list[str] = Field(default_factory=list)
-    discrepancies: list[Discrepancy] = Field(default_factory=list)
-    related: list[str] = Field(default_factory=list)
-    benchmark: list[str] = Field(
-        default_factory=list, description="experiments of peft's method-comparison benchmark that ran this method "
+    evidence: list[Evidence] = Field(default_factory=list, max_length=16)
+    implications: Prose(4000)
+    caveats: list[Prose(3000)] = Field(default_factory=list, max_length=16)
+    discrepancies: list[Discrepancy] = Field(default_factory=list, max_length=16)
+    related: list[str] = Field(default_factory=list, max_length=16)
+    benchmark: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,120}$")]] = Field(
+        default_factory=list, max_length=16, description="experiments of peft's method-comparison benchmark that ran this method "
         "(result file names without .json, e.g. lora--llama-3.2-3B-rank32)")
 
     @property
@@ -118,5 +153,19 @@ class Theme(_Strict):
     """One theme of the closed vocabulary in entries/themes.yaml."""
 
     id: str = Slug
-    title: str
-    description: str
+    title: Name = Field(max_length=60)
+    description: Prose(2000)
+
+
+def prose_fields(entry: Entry):
+    """``(location, text)`` of every Markdown field of an entry, for checks that apply to all prose."""
+    yield ("summary",), entry.summary
+    yield ("hypothesis",), entry.hypothesis
+    yield ("implications",), entry.implications
+    for i, c in enumerate(entry.caveats):
+        yield ("caveats", i), c
+    for i, ev in enumerate(entry.evidence):
+        yield ("evidence", i, "claim"), ev.claim
+    for i, d in enumerate(entry.discrepancies):
+        for name in ("paper", "peft", "note"):
+            yield ("discrepancies", i, name), getattr(d, name)

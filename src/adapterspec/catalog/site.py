@@ -5,36 +5,71 @@ The MkDocs hook (``docs/hooks/catalog.py``) is a thin wrapper around `build_site
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
+import re
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from adapterspec.catalog.benchmark import DEFAULT_BENCHMARK, Benchmark
-from adapterspec.catalog.cache import peft_equality, verify_cached
+from adapterspec.catalog.cache import PeftEqualities, verify_cached
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
-from adapterspec.catalog.render import index_page, method_page, peft_page
-from adapterspec.catalog.verify import Result
+from adapterspec.catalog.render import Fragments, index_page, method_page, peft_page
+from adapterspec.catalog.verify import Result, run_parallel
+from adapterspec.catalog.worker import pool
 
 log = logging.getLogger("adapterspec")
 SPEED = "docs/data/peft_speed.json"  # written by scripts/bench_peft.py --write
+LAST_DIGESTS: dict[str, str] = {}  # page -> digest in the last build of this process (`mkdocs serve --dirty`)
 
 
 @dataclass
 class SiteBuild:
-    catalog: Catalog
+    catalog: Catalog | None  # None when the catalog failed (`error_site`)
     results: dict[str, Result]
     pages: dict[str, str]  # docs-relative path -> markdown
     peft: dict[str, tuple[object, str]]  # slug -> (Equality or None, why not / "cached")
+    fragments: dict[str, Fragments]  # per page: entry text as HTML, swapped in after Python-Markdown
+    errors: list[EntryError] = field(default_factory=list)  # why the catalog failed (`error_site`)
+
+    def fragments_for(self, page: str) -> Fragments:
+        """The page's fragment store (hand-written pages get one when a marker first needs it)."""
+        return self.fragments.setdefault(page, Fragments(page))
+
+    def digest(self, page: str) -> str:
+        """What decides whether a generated page changed since the last build: its Markdown and its fragments."""
+        return hashlib.sha256((self.pages[page] + self.fragments_for(page).digest()).encode()).hexdigest()
 
     @property
     def method_pages(self) -> list[tuple[str, str]]:
         """(title, path) of every method page, in catalog order, for the navigation."""
+        if self.catalog is None:
+            return [(path.removeprefix("methods/").removesuffix(".md"), path) for path in self.pages
+                    if path.startswith("methods/") and path != "methods/index.md"]
         return [(it.entry.name, f"methods/{it.slug}.md") for it in self.catalog]
+
+    def error_banner(self) -> str:
+        """HTML that says why the catalog failed, for the top of every page while it does (`mkdocs serve`)."""
+        items = "".join(f"<li><code>{html.escape(str(e))}</code></li>" for e in self.errors)
+        return ('<div class="admonition failure"><p class="admonition-title">The catalog failed to build; '
+                f"fix the entries and save again</p><ul>{items}</ul></div>")
+
+
+def error_site(root: Path, errors: list[EntryError], entries: str = "entries") -> SiteBuild:
+    """The site to serve while the catalog fails: the catalog page and a page for every entry file, each naming the
+    problems (file, line, field), instead of a build that never finishes (`mkdocs serve`)."""
+    stems = sorted(p.stem for p in (root / entries).glob("*.yaml")
+                   if p.name != "themes.yaml" and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.stem))
+    pages = {"methods/index.md": "# Catalog\n\nThe catalog failed to build: see the errors above.\n"}
+    for stem in stems:
+        pages[f"methods/{stem}.md"] = f"# {stem}\n\nThe catalog failed to build: see the errors above.\n"
+    return SiteBuild(None, {}, pages, {}, {}, errors)
 
 
 def build_site(root: Path, entries: str = "entries", papers: str | None = None, cache: str | None = ".cache/verify",
@@ -44,6 +79,7 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     Raises:
         CatalogError: bad input, or any entry failing verification (each error names its file, field and line).
     """
+    pool()  # the sandbox workers import torch while the entries load
     catalog = load_catalog(root / entries)
     if papers is None:  # $ADAPTERSPEC_PAPERS, else the default folder beside the project (not beside the cwd)
         papers = os.environ.get("ADAPTERSPEC_PAPERS") or str(root / DEFAULT_PAPERS)
@@ -55,18 +91,21 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     bench = Benchmark(benchmark if Path(benchmark).is_absolute() else root / benchmark)
     if not bench.available:
         progress(f"adapterspec: benchmark results not found at {bench.folder}; pages will say so")
+    # peft's equality matrix (trusted code: our converters against peft) runs in a forked process meanwhile.
+    equalities = PeftEqualities(list(catalog), root / cache if cache else None)
+    verified = run_parallel(list(catalog), lambda item: verify_cached(item, texts, bench,
+                                                                      root / cache if cache else None))
     results: dict[str, Result] = {}
-    for item in catalog:
-        result, cached = verify_cached(item, texts, bench, root / cache if cache else None)
+    for item, (result, cached) in zip(catalog, verified):
         results[item.slug] = result
         progress(f"adapterspec: {result.summary()}{'  (cached)' if cached else ''}")
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise CatalogError([err for r in failed for err in r.errors()])
-    peft: dict[str, tuple[object, str]] = {}
+    peft = equalities.result()
     errors = []
     for item in catalog:  # the same weights through peft's layer and ours (when peft is installed)
-        eq, note = peft[item.slug] = peft_equality(item, root / cache if cache else None)
+        eq, note = peft[item.slug]
         if eq is not None:
             progress(f"adapterspec: peft  {item.slug:<12} {len(eq.cases):>3} cases  equal: {eq.ok}"
                      f"{'  (cached)' if note == 'cached' else ''}")
@@ -77,8 +116,11 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     speed_file = root / SPEED
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
     versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
-    pages = {"methods/index.md": index_page(catalog, results, bench, peft),
-             "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None)}
+    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md",
+                                                *(f"methods/{it.slug}.md" for it in catalog))}
+    pages = {"methods/index.md": index_page(catalog, results, frags["methods/index.md"], bench, peft),
+             "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"])}
     for item in catalog:
-        pages[f"methods/{item.slug}.md"] = method_page(item, results[item.slug], catalog, root, bench, peft[item.slug])
-    return SiteBuild(catalog, results, pages, peft)
+        path = f"methods/{item.slug}.md"
+        pages[path] = method_page(item, results[item.slug], catalog, root, frags[path], bench, peft[item.slug])
+    return SiteBuild(catalog, results, pages, peft, frags)

@@ -1,7 +1,9 @@
 """Sandboxed worker processes: where an entry's pseudocode runs, and the only place it runs.
 
-A `Pool` keeps a few long-lived *worker* processes (one per core by default). Each imports torch once, warms up
-every ``ops`` function, and then serves requests from the parent: for each request it forks a *child* that
+A `Pool` keeps a few long-lived *worker* processes (one per core by default). Each is forked from the build's own
+process, which has imported torch already (so a worker is ready in milliseconds, not the second a fresh interpreter
+needs to import torch), warms up every ``ops`` function, and then serves requests from the parent: for each request
+it forks a *child* that
 
 1. closes every file descriptor but its reply pipe (stdin and stdout become ``/dev/null``);
 2. drops root to ``nobody`` where it runs as root, and sets resource limits before any entry code runs: address
@@ -24,8 +26,6 @@ import resource
 import select
 import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ from adapterspec.catalog.sandbox import CallTimeout, SnippetError
 CALL_SECONDS = 5.0  # wall-clock deadline for one call of a snippet function (they take milliseconds)
 REQUEST_SECONDS = 30.0  # and for all the calls of one request (one entry's)
 MEMORY = 1 << 30  # address space a child may add to what the worker already maps
-STARTUP_SECONDS = 120.0  # a worker's torch import on a busy machine
+STARTUP_SECONDS = 60.0  # a worker's warm-up on a very busy machine
 _FRAME = struct.Struct(">Q")
 NOBODY = 65534
 
@@ -188,14 +188,12 @@ def _serve_one(request: dict[str, Any]) -> bytes:
     return wire.encode({"error": why, "line": None})
 
 
-def main() -> None:
-    """The worker's loop: requests on stdin, replies on stdout, one framed message each."""
+def main(fd_in: int, fd_out: int) -> None:
+    """The worker's loop: requests on ``fd_in``, replies on ``fd_out``, one framed message each."""
     import torch
 
     torch.set_num_threads(1)  # no thread pool: fork-safe, and the sandbox forbids new threads anyway
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in `mkdocs serve` is the parent's to handle
     _warm_up()
-    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     _write(fd_out, b"ready")
     while True:
         data = _read(fd_in, None, limit=1 << 30)
@@ -207,22 +205,43 @@ def main() -> None:
 # -- the parent's side ------------------------------------------------------------------------------------------------
 @dataclass
 class _Worker:
-    proc: subprocess.Popen
+    pid: int
+    requests: int  # the parent writes requests here
+    replies: int  # and reads replies here
     ready: bool = False
 
     @classmethod
     def start(cls) -> "_Worker":
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
-        proc = subprocess.Popen([sys.executable, "-m", "adapterspec.catalog.worker"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**env, "OMP_NUM_THREADS": "1"})
-        return cls(proc)
+        import torch  # noqa: F401 — imported before the fork, so the worker inherits it instead of importing it
+
+        to_worker, from_worker = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover — the worker never returns
+            try:
+                keep = (to_worker[0], from_worker[1])
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent's to handle
+                    signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
+                os.closerange(3, min(keep))
+                os.closerange(min(keep) + 1, max(keep))
+                os.closerange(max(keep) + 1, 1 << 16)
+                main(*keep)
+            finally:
+                os._exit(0)
+        os.close(to_worker[0])
+        os.close(from_worker[1])
+        return cls(pid, to_worker[1], from_worker[0])
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        for fd in (self.requests, self.replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class Pool:
@@ -260,15 +279,13 @@ class Pool:
         w = self._idle.get()
         try:
             if not w.ready:
-                hello = _read(w.proc.stdout.fileno(), time.monotonic() + STARTUP_SECONDS)
-                if hello != b"ready":
-                    raise RuntimeError("a sandbox worker failed to start (run `python -m adapterspec.catalog.worker` "
-                                       "to see why)")
+                if _read(w.replies, time.monotonic() + STARTUP_SECONDS) != b"ready":
+                    raise RuntimeError("a sandbox worker failed to start")
                 w.ready = True
             request = wire.encode({"source": source, "calls": [list(c) for c in calls], "seconds": total_seconds,
                                    "call_seconds": seconds})
-            _write(w.proc.stdin.fileno(), request)
-            data = _read(w.proc.stdout.fileno(), time.monotonic() + total_seconds + 10)
+            _write(w.requests, request)
+            data = _read(w.replies, time.monotonic() + total_seconds + 10)
         except (OSError, RuntimeError):
             self._replace(w)
             raise
@@ -320,6 +337,3 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
-
-if __name__ == "__main__":
-    main()
