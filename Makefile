@@ -19,8 +19,8 @@ serve: $(STAMP)  ## serve the site at http://127.0.0.1:8000, rebuilding on chang
 test: $(STAMP)   ## run the whole test suite (verification of every entry, mutations, bad entries, strict site build)
 	$(BIN)/python -m pytest
 
-build: $(STAMP)  ## build the site into site/ (strict: any warning fails)
-	$(BIN)/mkdocs build --strict
+build: $(STAMP)  ## build the site into site/ (strict: any warning fails; a failed build leaves site/ as it was)
+	$(BIN)/adapterspec build
 
 verify: $(STAMP) ## verify every entry from the command line
 	$(BIN)/adapterspec verify
@@ -32,4 +32,4 @@ bench: $(STAMP)  ## median timings of verify and of a full build
 	$(BIN)/python scripts/bench_build.py
 
 clean:
-	rm -rf site .cache
+	rm -rf site .site-* .cache

@@ -24,3 +24,18 @@ def catalog():
 @pytest.fixture(scope="session")
 def papers():
     return PaperTexts(PAPERS)
+
+
+SKIP_COPY = {".git", ".venv", "site", ".cache", "__pycache__", ".pytest_cache"}
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the project (no .git, .venv, site or caches) at ``dest``, with ../shared beside it as the real
+    project has, for tests that change files or run the build on a modified tree."""
+    import shutil
+
+    shutil.copytree(ROOT, dest, ignore=lambda d, names: [n for n in names if n in SKIP_COPY or n.startswith(".site-")])
+    shared = dest.parent / "shared"
+    if not shared.exists() and (ROOT.parent / "shared").exists():
+        shared.symlink_to(ROOT.parent / "shared")
+    return dest

@@ -6,6 +6,7 @@ adapterspec schema [--write]                                     print (or write
 adapterspec new SLUG [--name NAME]                               scaffold entries/SLUG.yaml + methods/SLUG.py
 adapterspec list                                                 the methods with a reference module
 adapterspec peft [SLUG ...]                                      compare modules with peft's layers (needs peft)
+adapterspec build [--site-dir site]                              strict site build, swapped into place on success
 ```
 """
 
@@ -141,6 +142,32 @@ def cmd_peft(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """``mkdocs build --strict`` into a fresh folder beside the site, swapped in only if the build succeeds: a failed
+    build (a bad entry, a strict-mode warning) leaves the previous site exactly as it was, and says so."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    site = Path(args.site_dir).resolve()
+    site.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{site.name}-building-", dir=site.parent))
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(staging), "-f", args.config_file]
+    code = subprocess.call(cmd)
+    if code != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        state = "left exactly as it was" if site.exists() else "not created"
+        print(f"adapterspec: the build failed (see above); {site.name}/ {state}.", file=sys.stderr)
+        return EXIT_FAILED
+    old = site.with_name(f".{site.name}-old-{staging.name.rsplit('-', 1)[-1]}")
+    if site.exists():
+        site.rename(old)  # two renames on one file system: the site is never half written
+    staging.rename(site)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"adapterspec: built {site}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapterspec", description="Adapters as Hypotheses: verify the catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("slugs", nargs="*", metavar="SLUG", help="methods to compare (default: every converter)")
     p.add_argument("--entries", default="entries", help="entries directory, for the parameter formulas")
     p.set_defaults(func=cmd_peft)
+    p = sub.add_parser("build", help="strict site build; site/ is replaced only when the build succeeds")
+    p.add_argument("--site-dir", default="site")
+    p.add_argument("--config-file", default="mkdocs.yml")
+    p.set_defaults(func=cmd_build)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -39,6 +39,7 @@ HyperValue = Union[
 ]
 Hyperparameters = Annotated[dict[Identifier, HyperValue], Field(max_length=24)]
 Dim = Annotated[int, Field(ge=1, le=256)]
+Formula = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=500)]  # one line
 
 
 class _Strict(BaseModel):
@@ -89,9 +90,9 @@ class Properties(_Strict):
 
     identity_at_init: bool = Field(description="the adapted layer equals the pretrained one right after init")
     mergeable: bool = Field(description="the update folds into the weight: merged output == unmerged output")
-    trainable_parameters: str = Field(
-        max_length=500, description="expression in d_in, d_out and the hyperparameters, e.g. 'r * (d_in + d_out)'")
-    rank_bound: str | None = Field(None, max_length=500, description="expression bounding rank(ΔW), e.g. 'r'")
+    trainable_parameters: Formula = Field(
+        description="expression in d_in, d_out and the hyperparameters, e.g. 'r * (d_in + d_out)'")
+    rank_bound: Formula | None = Field(None, description="expression bounding rank(ΔW), e.g. 'r'")
     preserves_neuron_gram: bool | None = Field(
         None, description="W' W'ᵀ == W0 W0ᵀ: norms of and angles between neurons unchanged (checked either way)")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")

@@ -72,6 +72,19 @@ def error_site(root: Path, errors: list[EntryError], entries: str = "entries") -
     return SiteBuild(None, {}, pages, {}, {}, errors)
 
 
+def symlinks(root: Path, names: tuple[str, ...]) -> list[Path]:
+    """Every symbolic link at or below ``root / name`` for each name (links are not followed)."""
+    found = []
+    for name in names:
+        top = root / name
+        if top.is_symlink():
+            found.append(top)
+            continue
+        for folder, dirs, files in os.walk(top):
+            found += [Path(folder) / n for n in (*dirs, *files) if (Path(folder) / n).is_symlink()]
+    return sorted(found)
+
+
 def build_site(root: Path, entries: str = "entries", papers: str | None = None, cache: str | None = ".cache/verify",
                progress: Callable[[str], None] = log.info, benchmark: str | None = None) -> SiteBuild:
     """Load and verify every entry, then render the catalog index and one page per method.
@@ -79,7 +92,12 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     Raises:
         CatalogError: bad input, or any entry failing verification (each error names its file, field and line).
     """
-    pool()  # the sandbox workers import torch while the entries load
+    links = symlinks(root, (entries, "docs", "src", "mkdocs.yml"))
+    if links:
+        raise CatalogError([EntryError(str(p), "symbolic links are not allowed in folders the build reads (a link can "
+                                       "publish any file of the build machine); commit the file itself")
+                            for p in links])
+    pool()  # start the sandbox workers
     catalog = load_catalog(root / entries)
     if papers is None:  # $ADAPTERSPEC_PAPERS, else the default folder beside the project (not beside the cwd)
         papers = os.environ.get("ADAPTERSPEC_PAPERS") or str(root / DEFAULT_PAPERS)
