@@ -28,7 +28,7 @@ verify: $(STAMP) ## verify every entry from the command line
 schema: $(STAMP) ## regenerate entries/schema.json from the loader's model
 	$(BIN)/adapterspec schema --write
 
-bench: $(STAMP)  ## median timings of verify and of a full build
+bench: $(STAMP)  ## median timings of verify, a cold strict build and the serve edit-to-page latency
 	$(BIN)/python scripts/bench_build.py
 
 clean:

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
+def site_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("site")
+
+
+@pytest.fixture(scope="module")
+def base_url(site_dir):
+    out = site_dir
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
                    check=True, capture_output=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
@@ -72,3 +77,28 @@ def test_catalog_links_reach_every_method(base_url, page, catalog):
     for item in catalog:
         link = page.locator(f"table a[href='{item.slug}/']")
         assert link.count() == 1, item.slug
+
+
+def test_every_page_renders_without_errors_or_third_party_requests(base_url, site_dir, page):
+    """Each page of the built site: no console error, no page error, no KaTeX error, no LaTeX left raw, and no
+    request to any host but the site's own."""
+    pages = sorted(p.parent.relative_to(site_dir).as_posix() for p in site_dir.rglob("index.html"))
+    assert len(pages) >= 20
+    problems: list[str] = []
+    current: list[str] = []
+    page.on("console", lambda m: current.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: current.append(f"page error: {e}"))
+    page.on("request", lambda r: current.append(f"third-party request: {r.url}")
+            if not r.url.startswith(base_url) and not r.url.startswith("data:") else None)
+    for rel in pages:
+        current.clear()
+        page.goto(f"{base_url}/{'' if rel == '.' else rel + '/'}", wait_until="networkidle")
+        page.wait_for_timeout(100)
+        errors = page.locator(".katex-error").count()
+        if errors:
+            current.append(f"{errors} .katex-error element(s)")
+        unrendered = page.evaluate("""() => [...document.querySelectorAll('.arithmatex')]
+            .filter(e => !e.querySelector('.katex')).map(e => e.textContent.slice(0, 80))""")
+        current += [f"maths not rendered: {t}" for t in unrendered]
+        problems += [f"/{rel}: {c}" for c in current]
+    assert not problems, "\n".join(problems)
