@@ -11,9 +11,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
-import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +21,7 @@ from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.loader import LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
 from adapterspec.catalog.verify import Result, verify_entry
+from adapterspec.catalog.worker import in_forked_process
 from adapterspec.registry import adapter_class
 
 _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
@@ -166,36 +165,3 @@ def _run_equalities(jobs: list[tuple[str, str]]) -> list[dict]:
 def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
     """One entry's `PeftEqualities`."""
     return PeftEqualities([item], cache_dir).result()[item.slug]
-
-
-def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start ``fn()`` (trusted code, JSON-serialisable result) in a forked copy of this process; return a function that
-    waits for the result and returns it, or raises RuntimeError with the child's traceback."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover — measured through the parent
-        try:
-            os.close(r)
-            # The parent's OpenMP thread pool did not survive the fork; a parallel region would wait for it forever.
-            # One thread, as torch's own DataLoader workers do.
-            torch.set_num_threads(1)
-            try:
-                payload = json.dumps({"ok": fn()})
-            except BaseException as e:  # noqa: BLE001 — reported to the parent
-                payload = json.dumps({"error": "".join(traceback.format_exception(e))})
-            with os.fdopen(w, "w") as f:
-                f.write(payload)
-        finally:
-            os._exit(0)
-    os.close(w)
-
-    def wait() -> Any:
-        with os.fdopen(r) as f:
-            data = f.read()
-        os.waitpid(pid, 0)
-        message = json.loads(data) if data else {"error": "the process ended without a result"}
-        if "error" in message:
-            raise RuntimeError(message["error"])
-        return message["ok"]
-
-    return wait

@@ -23,6 +23,7 @@ Then every evidence quote is looked up in its paper's text (when the texts are a
 from __future__ import annotations
 
 import copy
+import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,13 +39,14 @@ from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
 from adapterspec.catalog.formula import FormulaError, evaluate_formula
 from adapterspec.catalog.sandbox import Snippet, SnippetError, parse
-from adapterspec.catalog.worker import CALL_SECONDS, pool
+from adapterspec.catalog.worker import CALL_SECONDS, in_forked_process, mapped_bytes, pool
 from adapterspec.registry import adapter_class, create, hyperparameters, randomize_
 
 DTYPE = torch.float64
 RTOL = 1e-9  # float64 agreement between two correct formulations of the same maths is ~1e-14; 1e-9 leaves room
 N_VECTORS = 3
 ENTRY_SECONDS = 30.0  # all of one entry's sandboxed calls together
+MAX_ELEMENTS = 1 << 22  # tensor elements one module may hold during verification (32 MiB in float64)
 _GLOBAL_RNG = threading.Lock()
 # Paper symbols written in Greek in pseudocode, bound to the module's ASCII names.
 GREEK = {"α": "alpha", "λ": "lambda", "γ": "gamma", "σ": "sigma", "Σ": "Sigma", "θ": "theta", "ε": "eps",
@@ -150,10 +152,50 @@ class Case:
 
     def __post_init__(self) -> None:
         g = torch.Generator().manual_seed(self.seed)
-        self.pristine = adapter_class(self.slug).example_base(self.d_in, self.d_out, g, DTYPE)
+        try:
+            self.pristine = adapter_class(self.slug).example_base(self.d_in, self.d_out, g, DTYPE)
+        except Exception as exc:  # noqa: BLE001 — a shape the method cannot wrap is an entry error
+            raise _Fail(Check(f"layer [{self.label}]", False, str(exc), field="implementation.shapes",
+                              line=self.item.line_of("implementation", "shapes"))) from None
         self.X = torch.randn(N_VECTORS, self.d_in, generator=g, dtype=DTYPE)
         with torch.no_grad():
             self.y_base = self.pristine(self.X)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse hyperparameters that would make a huge module, before building a real one: the module is first
+        built on torch's meta device, which records shapes and allocates nothing."""
+        try:
+            with torch.device("meta"):
+                module = create(self.slug, copy.deepcopy(self.pristine).to("meta"), **self.hp)
+        except Exception:  # noqa: BLE001 — an init that needs real values; `fresh` reports real errors
+            return self._check_size_in_a_probe()
+        n = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+        if n > MAX_ELEMENTS:
+            raise self._too_large(f"{n:,} elements")
+
+    def _check_size_in_a_probe(self) -> None:
+        """For an init that cannot run on the meta device: build it once in a forked process whose address space is
+        limited, so that an allocation too large for the build fails there, not here."""
+        def probe() -> int:
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (mapped_bytes() + MAX_ELEMENTS * 8 * 4, hard))
+            return sum(t.numel() for t in create(self.slug, copy.deepcopy(self.pristine), **self.hp).state_dict()
+                       .values())
+        try:
+            n = in_forked_process(probe)()
+        except RuntimeError as e:
+            if "MemoryError" in str(e) or "allocate" in str(e):
+                raise self._too_large("more memory than the verifier allows") from None
+            return  # any other failure is reported, with its message, when `fresh` builds the module
+        if n > MAX_ELEMENTS:
+            raise self._too_large(f"{n:,} elements")
+
+    def _too_large(self, what: str) -> _Fail:
+        return _Fail(Check(f"create [{self.label}]", False, f"these hyperparameters make a module of {what}; "
+                           f"verification allows {MAX_ELEMENTS:,}: use smaller values (the claims are checked on "
+                           "small layers)", field="implementation.hyperparameters",
+                           line=self.item.line_of("implementation", "hyperparameters")))
 
     @property
     def slug(self) -> str:

@@ -20,6 +20,7 @@ seen by the next. The parent compares what comes back with its own objects; it n
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import queue
 import resource
@@ -28,6 +29,7 @@ import signal
 import struct
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,8 +105,7 @@ def _warm_up() -> None:
 
 def _limit(seconds: float) -> None:
     """Everything the child may not do, set before it runs a line of entry code."""
-    with open("/proc/self/status") as status:
-        mapped = int(next(line.split()[1] for line in status if line.startswith("VmSize"))) * 1024
+    mapped = mapped_bytes()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -200,6 +201,47 @@ def main(fd_in: int, fd_out: int) -> None:
         if data is None:
             return  # the parent went away
         _write(fd_out, _serve_one(wire.decode(data)))
+
+
+def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``fn()`` (trusted code, JSON-serialisable result) in a forked copy of this process; return a function that
+    waits for the result and returns it, or raises RuntimeError with the child's traceback."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover — measured through the parent
+        try:
+            os.close(r)
+            # The parent's OpenMP thread pool did not survive the fork; a parallel region would wait for it forever.
+            # One thread, as torch's own DataLoader workers do.
+            import torch
+
+            torch.set_num_threads(1)
+            try:
+                payload = json.dumps({"ok": fn()})
+            except BaseException as e:  # noqa: BLE001 — reported to the parent
+                payload = json.dumps({"error": "".join(traceback.format_exception(e))})
+            with os.fdopen(w, "w") as f:
+                f.write(payload)
+        finally:
+            os._exit(0)
+    os.close(w)
+
+    def wait() -> Any:
+        with os.fdopen(r) as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        message = json.loads(data) if data else {"error": "the process ended without a result"}
+        if "error" in message:
+            raise RuntimeError(message["error"])
+        return message["ok"]
+
+    return wait
+
+
+def mapped_bytes() -> int:
+    """This process's address space in bytes (what RLIMIT_AS counts)."""
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmSize"))) * 1024
 
 
 # -- the parent's side ------------------------------------------------------------------------------------------------
