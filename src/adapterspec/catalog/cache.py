@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -157,9 +158,19 @@ class PeftEqualities:
 
 
 def _run_equalities(jobs: list[tuple[str, str]]) -> list[dict]:
+    """Import peft once, then split the jobs over one forked process per core."""
+    import peft  # noqa: F401 — the slow part (it imports transformers), done before the split
+
     from adapterspec.interop import equality
 
-    return [equality.run(slug, formula=formula).to_json() for slug, formula in jobs]
+    def run(part: list[tuple[str, str]]) -> list[dict]:
+        return [equality.run(slug, formula=formula).to_json() for slug, formula in part]
+
+    ways = max(1, min(os.cpu_count() or 1, len(jobs)))
+    parts = [jobs[i::ways] for i in range(ways)]
+    others = [in_forked_process(lambda part=part: run(part)) for part in parts[1:]]
+    done = [run(parts[0]), *(wait() for wait in others)]
+    return [done[i % ways][i // ways] for i in range(len(jobs))]
 
 
 def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
