@@ -35,8 +35,6 @@ def _engine():
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SRC.rglob("*.py")))).hexdigest()
     loaded = sys.modules.get("adapterspec")
     if loaded is not None and getattr(loaded, "_source_digest", digest) != digest:
-        if "adapterspec.catalog.worker" in sys.modules:  # its workers run the old code: stop them
-            sys.modules["adapterspec.catalog.worker"].shutdown()
         for name in [m for m in sys.modules if m == "adapterspec" or m.startswith("adapterspec.")]:
             del sys.modules[name]
     importlib.import_module("adapterspec")._source_digest = digest

@@ -37,9 +37,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from adapterspec.catalog.benchmark import Benchmark
     from adapterspec.catalog.papers import PaperTexts
     from adapterspec.catalog.verify import verify
-    from adapterspec.catalog.worker import pool
 
-    pool()  # the sandbox workers import torch while the entries load
     catalog = _catalog(args.entries)
     papers = PaperTexts(args.papers)
     if not papers.available:

@@ -21,7 +21,7 @@ import torch
 from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.loader import LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
-from adapterspec.catalog.verify import Result, verify_entry
+from adapterspec.catalog.verify import Result
 from adapterspec.catalog.worker import in_forked_process
 from adapterspec.registry import adapter_class
 
@@ -78,17 +78,16 @@ def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> st
                        benchmark.fingerprint(item.entry.benchmark))
 
 
-def verify_cached(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark,
-                  cache_dir: Path | None) -> tuple[Result, bool]:
-    """The entry's verification result, and whether it came from the cache."""
+def cached_result(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark, cache_dir: Path | None) -> Result | None:
+    """The stored verification result of the entry as it is now, or None."""
     path = cache_dir / f"{item.slug}.json" if cache_dir else None
-    key = entry_key(item, papers, benchmark)
-    hit = _load(path, key, Result.from_json)
-    if hit is not None:
-        return hit, True
-    result = verify_entry(item, papers, benchmark)
-    _store(path, key, result.to_json())
-    return result, False
+    return _load(path, entry_key(item, papers, benchmark), Result.from_json)
+
+
+def store_result(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark, cache_dir: Path | None,
+                 result: Result) -> None:
+    if cache_dir is not None:
+        _store(cache_dir / f"{item.slug}.json", entry_key(item, papers, benchmark), result.to_json())
 
 
 def _peft_not_applicable(item: LoadedEntry) -> str | None:

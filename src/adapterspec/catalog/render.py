@@ -44,7 +44,8 @@ _env.filters["cell"] = lambda s: re.sub(r"\s+", " ", str(s)).replace("|", "\\|")
 _env.filters["sci"] = lambda x: f"{x:.1e}" if x else "0"
 _env.filters["pts"] = lambda x: f"{x:g}"
 _env.filters["sentence"] = lambda s: s[:1].upper() + s[1:]  # unlike `capitalize`, keeps "A" in "init of A"
-_MD_SAFE = set(" ,.-/;?%'")  # ASCII punctuation that means nothing to Python-Markdown or its extensions
+_MD_SAFE = set(" ,.-/;?%'")
+_TOKEN_HEAD = "asfrag"  # ASCII punctuation that means nothing to Python-Markdown or its extensions
 
 
 def md_escape(text: str) -> str:
@@ -52,7 +53,8 @@ def md_escape(text: str) -> str:
     character that some extension could read (``\\(`` is maths to arithmatex, ``:x:`` an emoji, ``{...}`` attributes)
     becomes a numeric character reference, which Python-Markdown passes through and the browser shows as written."""
     line = re.sub(r"\s+", " ", str(text)).strip()
-    return "".join(f"&#{ord(c)};" if c.isascii() and not c.isalnum() and c not in _MD_SAFE else c for c in line)
+    escaped = "".join(f"&#{ord(c)};" if c.isascii() and not c.isalnum() and c not in _MD_SAFE else c for c in line)
+    return escaped.replace(_TOKEN_HEAD, "&#97;" + _TOKEN_HEAD[1:])  # never the start of a `Fragments` token
 
 
 _env.filters["md"] = md_escape
@@ -72,7 +74,7 @@ class Fragments:
 
     @property
     def prefix(self) -> str:
-        return "asfrag" + hashlib.sha256(self.page.encode()).hexdigest()[:10] + "n"
+        return _TOKEN_HEAD + hashlib.sha256(self.page.encode()).hexdigest()[:10] + "n"
 
     def _add(self, fragment: str) -> str:
         token = f"{self.prefix}{len(self.html)}z"

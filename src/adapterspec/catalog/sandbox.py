@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -51,7 +52,9 @@ _FORBIDDEN = {
     ast.JoinedStr: "f-strings are not allowed: pseudocode computes values, not text",
     ast.Delete: "'del' is not allowed",
     ast.Try: "'try' is not allowed: pseudocode states the maths, it does not handle errors",
+    ast.Match: "'match' is not allowed (its patterns name attributes as strings, out of reach of the checks)",
 }
+MAX_NESTING = 64  # syntax-tree depth; far beyond any formula, far below what compile() can recurse through
 
 
 class SnippetError(Exception):
@@ -121,6 +124,12 @@ def _check_arguments(node: ast.FunctionDef | ast.Lambda) -> None:
 def check_tree(tree: ast.Module) -> None:
     """Raise `SnippetError` at the first construct pseudocode may not use."""
     allowed_names = set(BUILTINS) | _vocabulary()
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:  # iteratively: a deeply nested snippet must not overflow this check either
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise SnippetError(f"nested more than {MAX_NESTING} levels deep", getattr(node, "lineno", None))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     for node in ast.walk(tree):
         for kind, why in _FORBIDDEN.items():
             if isinstance(node, kind):
@@ -173,14 +182,18 @@ def execute(source: str, calls: list[tuple[str, dict[str, Any]]],
             deadline: tuple[Callable[[], Any], Callable[[], Any]]) -> list[Any]:
     """Run each ``(function, kwargs)`` on a freshly defined copy of the snippet. Only called inside a worker.
 
-    Each call gets its own globals and its own function objects, so nothing one call does is seen by the next.
+    Each call gets its own globals, its own function objects and its own copies of its arguments, so nothing one call
+    does is seen by the next.
     ``deadline`` is a pair (arm, disarm) of callables that bracket each call, definition included (a default
     argument is evaluated when the function is defined).
     """
     from adapterspec import ops
 
     snippet = parse(source)
-    code = compile(snippet.tree, FILENAME, "exec")
+    try:
+        code = compile(snippet.tree, FILENAME, "exec")
+    except (RecursionError, MemoryError, ValueError) as e:
+        raise SnippetError(f"cannot be compiled: {type(e).__name__}") from None
     # __import__ stays: torch's C++ code imports lazily through the *calling* frame's builtins. A snippet cannot name
     # it (names starting with "_" are refused above), and in the worker no new file can be opened anyway.
     safe_builtins = {name: getattr(builtins, name) for name in (*BUILTINS, "__import__")}
@@ -192,7 +205,7 @@ def execute(source: str, calls: list[tuple[str, dict[str, Any]]],
             arm()
             try:
                 exec(code, scope)  # defines the functions (check_tree allows nothing else at top level)
-                results.append(scope[function](**kwargs))
+                results.append(scope[function](**copy.deepcopy(kwargs)))
             finally:
                 disarm()
         except CallTimeout as e:

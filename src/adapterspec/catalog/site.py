@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from adapterspec.catalog.benchmark import DEFAULT_BENCHMARK, Benchmark
-from adapterspec.catalog.cache import PeftEqualities, verify_cached
+from adapterspec.catalog.cache import PeftEqualities, cached_result, store_result
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
 from adapterspec.catalog.render import Fragments, index_page, method_page, peft_page
-from adapterspec.catalog.verify import Result, run_parallel
-from adapterspec.catalog.worker import pool
+from adapterspec.catalog.verify import Result, verify_entries
 
 log = logging.getLogger("adapterspec")
 SPEED = "docs/data/peft_speed.json"  # written by scripts/bench_peft.py --write
@@ -97,7 +96,6 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
         raise CatalogError([EntryError(str(p), "symbolic links are not allowed in folders the build reads (a link can "
                                        "publish any file of the build machine); commit the file itself")
                             for p in links])
-    pool()  # start the sandbox workers
     catalog = load_catalog(root / entries)
     if papers is None:  # $ADAPTERSPEC_PAPERS, else the default folder beside the project (not beside the cwd)
         papers = os.environ.get("ADAPTERSPEC_PAPERS") or str(root / DEFAULT_PAPERS)
@@ -111,12 +109,18 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
         progress(f"adapterspec: benchmark results not found at {bench.folder}; pages will say so")
     # peft's equality matrix (trusted code: our converters against peft) runs in a forked process meanwhile.
     equalities = PeftEqualities(list(catalog), root / cache if cache else None)
-    verified = run_parallel(list(catalog), lambda item: verify_cached(item, texts, bench,
-                                                                      root / cache if cache else None))
+    cache_dir = root / cache if cache else None
     results: dict[str, Result] = {}
-    for item, (result, cached) in zip(catalog, verified):
+    for item in catalog:
+        hit = cached_result(item, texts, bench, cache_dir)
+        if hit is not None:
+            results[item.slug] = hit
+            progress(f"adapterspec: {hit.summary()}  (cached)")
+    todo = [item for item in catalog if item.slug not in results]
+    for item, result in zip(todo, verify_entries(todo, texts, bench, lambda r: progress(f"adapterspec: {r.summary()}"))):
+        store_result(item, texts, bench, cache_dir, result)
         results[item.slug] = result
-        progress(f"adapterspec: {result.summary()}{'  (cached)' if cached else ''}")
+    results = {item.slug: results[item.slug] for item in catalog}
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise CatalogError([err for r in failed for err in r.errors()])

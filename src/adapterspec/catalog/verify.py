@@ -1,8 +1,9 @@
 """Verification: execute every claim an entry makes against its reference module.
 
 The pseudocode is parsed and checked statically here (`adapterspec.catalog.sandbox`), but it only ever *runs* in a
-sandboxed worker process (`adapterspec.catalog.worker`), on copies of the tensors, and only values come back. This
-process builds every module, owns every tensor and makes every comparison.
+sandboxed child process (`adapterspec.catalog.worker`), on copies of the tensors, and only values come back. The
+verifier builds every module, owns every tensor and makes every comparison; `verify` runs one verifier process per
+entry (one per core at a time), under a deadline and a memory limit.
 
 For each hyperparameter set and layer shape the entry names (a `Case`), in float64, on a seeded base layer, the
 checks in `CHECKS` run in order, each on freshly built module state:
@@ -23,10 +24,7 @@ Then every evidence quote is looked up in its paper's text (when the texts are a
 from __future__ import annotations
 
 import copy
-import resource
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -39,15 +37,16 @@ from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
 from adapterspec.catalog.formula import FormulaError, evaluate_formula
 from adapterspec.catalog.sandbox import Snippet, SnippetError, parse
-from adapterspec.catalog.worker import CALL_SECONDS, in_forked_process, mapped_bytes, pool
+from adapterspec.catalog import worker
+from adapterspec.catalog.worker import CALL_SECONDS
 from adapterspec.registry import adapter_class, create, hyperparameters, randomize_
 
 DTYPE = torch.float64
 RTOL = 1e-9  # float64 agreement between two correct formulations of the same maths is ~1e-14; 1e-9 leaves room
 N_VECTORS = 3
 ENTRY_SECONDS = 30.0  # all of one entry's sandboxed calls together
-MAX_ELEMENTS = 1 << 22  # tensor elements one module may hold during verification (32 MiB in float64)
-_GLOBAL_RNG = threading.Lock()
+VERIFIER_SECONDS = 120.0  # one entry's whole verification (about 0.1 s; minutes only for an entry built to stall)
+VERIFIER_MEMORY = 2 << 30  # address space a verifier may add to what it inherits
 # Paper symbols written in Greek in pseudocode, bound to the module's ASCII names.
 GREEK = {"α": "alpha", "λ": "lambda", "γ": "gamma", "σ": "sigma", "Σ": "Sigma", "θ": "theta", "ε": "eps",
          "ℓ": "l", "η": "eta", "β": "beta", "ρ": "rho", "τ": "tau", "ω": "omega", "φ": "phi", "ψ": "psi"}
@@ -160,42 +159,6 @@ class Case:
         self.X = torch.randn(N_VECTORS, self.d_in, generator=g, dtype=DTYPE)
         with torch.no_grad():
             self.y_base = self.pristine(self.X)
-        self._check_size()
-
-    def _check_size(self) -> None:
-        """Refuse hyperparameters that would make a huge module, before building a real one: the module is first
-        built on torch's meta device, which records shapes and allocates nothing."""
-        try:
-            with torch.device("meta"):
-                module = create(self.slug, copy.deepcopy(self.pristine).to("meta"), **self.hp)
-        except Exception:  # noqa: BLE001 — an init that needs real values; `fresh` reports real errors
-            return self._check_size_in_a_probe()
-        n = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
-        if n > MAX_ELEMENTS:
-            raise self._too_large(f"{n:,} elements")
-
-    def _check_size_in_a_probe(self) -> None:
-        """For an init that cannot run on the meta device: build it once in a forked process whose address space is
-        limited, so that an allocation too large for the build fails there, not here."""
-        def probe() -> int:
-            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-            resource.setrlimit(resource.RLIMIT_AS, (mapped_bytes() + MAX_ELEMENTS * 8 * 4, hard))
-            return sum(t.numel() for t in create(self.slug, copy.deepcopy(self.pristine), **self.hp).state_dict()
-                       .values())
-        try:
-            n = in_forked_process(probe)()
-        except RuntimeError as e:
-            if "MemoryError" in str(e) or "allocate" in str(e):
-                raise self._too_large("more memory than the verifier allows") from None
-            return  # any other failure is reported, with its message, when `fresh` builds the module
-        if n > MAX_ELEMENTS:
-            raise self._too_large(f"{n:,} elements")
-
-    def _too_large(self, what: str) -> _Fail:
-        return _Fail(Check(f"create [{self.label}]", False, f"these hyperparameters make a module of {what}; "
-                           f"verification allows {MAX_ELEMENTS:,}: use smaller values (the claims are checked on "
-                           "small layers)", field="implementation.hyperparameters",
-                           line=self.item.line_of("implementation", "hyperparameters")))
 
     @property
     def slug(self) -> str:
@@ -217,16 +180,17 @@ class Case:
         """The module right after init, on a copy of the pristine layer (or on ``base``), in float64.
 
         A method's init may draw from torch's global generator (LoRA's kaiming A): it is seeded, and left as it was,
-        so that verification is reproducible run to run. Entries are verified on several threads, and the global
-        generator is one per process, so seeding and drawing happen under a lock.
+        so that verification is reproducible run to run.
         """
         try:
-            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(self.seed)  # CPU only: torch.manual_seed also queues CUDA work
                 module = create(self.slug, base if base is not None else copy.deepcopy(self.pristine), **self.hp)
         except Exception as exc:  # noqa: BLE001 — a bad hyperparameter is an entry error
-            raise _Fail(Check(f"create [{self.label}]", False, f"adapterspec.create({self.slug!r}, ...) failed: {exc}",
-                              field="implementation.hyperparameters",
+            hint = (f" (a verifier may use {VERIFIER_MEMORY >> 30} GiB: the claims are checked on small layers, so use "
+                    "small hyperparameters)") if "allocate" in str(exc) else ""
+            raise _Fail(Check(f"create [{self.label}]", False, f"adapterspec.create({self.slug!r}, ...) failed: "
+                              f"{str(exc)[:300]}{hint}", field="implementation.hyperparameters",
                               line=self.item.line_of("implementation", "hyperparameters"))) from None
         return module.to(DTYPE)
 
@@ -377,7 +341,11 @@ def check_parameter_count(case: Case) -> list[Check]:
 
 def check_shared_across_layers(case: Case) -> list[Check]:
     """A tensor shared by every layer cannot depend on any one layer's weights: built on another layer of the same
-    shape, under the same seed, it must come out identical."""
+    shape, under the same seed, it must come out identical. A constant tensor (all zeros, say) would pass that test
+    whatever it is, so it is refused as a check that could not fail.
+
+    What a single module cannot show is that a model really shares the tensor: a per-layer tensor drawn at random,
+    independently of the weights (LoRA's A), passes too. The claim is read as "can be shared", and said so."""
     shared = case.item.entry.properties.shared_across_layers
     if not shared:
         return []
@@ -392,11 +360,49 @@ def check_shared_across_layers(case: Case) -> list[Check]:
             checks.append(case.check("shared across layers", False, f"'{name}' is not a tensor symbol of the module",
                                      None, "properties.shared_across_layers"))
             continue
+        flat = mine[name].flatten()
+        if flat.numel() < 2 or bool((flat == flat[0]).all()):
+            checks.append(case.check(f"shared across layers: {name}", False, f"'{name}' is constant at init, so "
+                                     "building it on another layer could not come out different: nothing is checked",
+                                     None, "properties.shared_across_layers"))
+            continue
         same = torch.equal(mine[name], other[name])
         kind = "trained" if isinstance(getattr(case.fresh(), name, None), torch.nn.Parameter) else "frozen"
         checks.append(case.check(f"shared across layers: {name}", same,
                                  f"{kind}; independent of the layer's weights: {same}", None,
                                  "properties.shared_across_layers"))
+    return checks
+
+
+def check_formulas_at_other_shapes(case: Case) -> list[Check]:
+    """The parameter count and the rank bound are formulas of the layer's shape, and the entry chooses the shapes it
+    is verified on: a formula fitted to those shapes (``7 * d_in`` where ``d_out = 3/4 d_in``; a rank bound of 1 on
+    layers with one input) would pass there. Both are checked again, for the first shape of each hyperparameter set,
+    at shapes the verifier picks (each size doubled, and both), wherever the method accepts them."""
+    impl = case.item.entry.implementation
+    if (case.d_in, case.d_out) != tuple(impl.shapes[0]):
+        return []
+    props, checks, tried = case.item.entry.properties, [], 0
+    for d_in, d_out in ((2 * case.d_in, case.d_out), (case.d_in, 2 * case.d_out), (2 * case.d_in, 2 * case.d_out)):
+        try:
+            other = Case(case.item, case.snippet, case.hp, d_in, d_out, seed=case.seed + 5, result=case.result)
+            module = other.fresh()
+        except _Fail:
+            continue  # a shape this method cannot wrap (LN tuning needs d_in = d_out)
+        tried += 1
+        expected, count = other.formula("properties.trainable_parameters"), module.num_trainable()
+        checks.append(other.check("trainable parameter count", count == expected,
+                                  f"at a shape the verifier chose: {props.trainable_parameters} = {expected:g}; "
+                                  f"module has {count}", None, "properties.trainable_parameters"))
+        if props.rank_bound is not None and adapter_class(case.slug).mergeable:
+            bound = other.formula("properties.rank_bound")
+            with torch.no_grad():
+                rank = int(torch.linalg.matrix_rank(other.randomized().delta_weight()))
+            checks.append(other.check("rank bound", rank <= bound, f"at a shape the verifier chose: rank(ΔW) = {rank}; "
+                                      f"declared ≤ {props.rank_bound} = {bound:g}", None, "properties.rank_bound"))
+    if not tried:
+        checks.append(case.check("formulas at other shapes", True, "the method accepts none of the doubled shapes; "
+                                 "the formulas were checked at the entry's shapes only"))
     return checks
 
 
@@ -466,7 +472,8 @@ def check_row_norms(case: Case) -> list[Check]:
 
 CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
-    check_parameter_count, check_shared_across_layers, check_mergeable, check_merge_roundtrip, check_rank_bound,
+    check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
+    check_merge_roundtrip, check_rank_bound,
     check_neuron_gram, check_row_norms,
 )
 
@@ -507,7 +514,7 @@ def _run_snippets(item: LoadedEntry, snippet: Snippet, cases: list[Case]) -> Non
     its own deadline; the request under the entry's)."""
     calls = [case.snippet_calls() for case in cases]
     try:
-        values = pool().run(snippet.source, [c for batch in calls for c in batch], seconds=CALL_SECONDS,
+        values = worker.run(snippet.source, [c for batch in calls for c in batch], seconds=CALL_SECONDS,
                             total_seconds=ENTRY_SECONDS)
     except SnippetError as e:
         line = item.pseudocode_first_line + (e.line - 1 if e.line else 0)
@@ -557,21 +564,32 @@ def verify(catalog: Catalog, slugs: Iterable[str] | None = None, papers: PaperTe
     if unknown:
         raise KeyError(f"unknown entr{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
                        f"available: {', '.join(catalog.entries)}")
-    return run_parallel([catalog.entries[s] for s in wanted], lambda item: verify_entry(item, papers, benchmark),
-                        progress)
+    return verify_entries([catalog.entries[s] for s in wanted], papers, benchmark, progress)
 
 
-def run_parallel(items: list[Any], work: Callable[[Any], Any], progress: Callable[[Any], None] | None = None) -> list:
-    """``work(item)`` for each item, one thread per sandbox worker, results (and ``progress`` calls) in order.
+def verify_entries(items: list[LoadedEntry], papers: PaperTexts | None = None, benchmark: Benchmark | None = None,
+                   progress: Callable[[Result], None] | None = None) -> list[Result]:
+    """`verify_entry` for each item, each in a verifier process of its own (one per core at a time), under
+    `VERIFIER_SECONDS` and `VERIFIER_MEMORY`; an entry that runs past them fails, saying so. Results, and
+    ``progress(result)`` calls, come in order."""
+    worker.warm_up()  # inherited by every verifier, so that none of them repeats it
+    results: list[Result | None] = [None] * len(items)
+    shown = 0
 
-    The sandboxed calls are what runs in parallel; this process's own share is small.
-    """
-    if not items:
-        return []
-    results = []
-    with ThreadPoolExecutor(max_workers=min(len(items), pool().size)) as threads:
-        for r in threads.map(work, items):
-            if progress:
-                progress(r)
-            results.append(r)
-    return results
+    def on_result(i: int, ok: bool, value: Any) -> None:
+        nonlocal shown
+        results[i] = Result.from_json(value) if ok else _crashed(items[i], value)
+        while progress and shown < len(items) and results[shown] is not None:
+            progress(results[shown])
+            shown += 1
+
+    worker.map_forked(lambda item: verify_entry(item, papers, benchmark).to_json(), items,
+                      seconds=VERIFIER_SECONDS, memory=VERIFIER_MEMORY, on_result=on_result)
+    return results  # type: ignore[return-value]
+
+
+def _crashed(item: LoadedEntry, why: str) -> Result:
+    last = str(why).strip().splitlines()[-1] if str(why).strip() else "no reason given"
+    return Result(slug=item.slug, file=str(item.path), checks=[Check(
+        "verification", False, f"the verifier process failed: {last}. Are the hyperparameters or shapes far too "
+        "large for a check on small layers?", field="implementation", line=item.line_of("implementation"))])

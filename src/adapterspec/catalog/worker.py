@@ -1,47 +1,50 @@
-"""Sandboxed worker processes: where an entry's pseudocode runs, and the only place it runs.
+"""Processes: where an entry's pseudocode runs (and the only place it runs), and where each entry is verified.
 
-A `Pool` keeps a few long-lived *worker* processes (one per core by default). Each is forked from the build's own
-process, which has imported torch already (so a worker is ready in milliseconds, not the second a fresh interpreter
-needs to import torch), warms up every ``ops`` function, and then serves requests from the parent: for each request
-it forks a *child* that
+Both kinds are forked from the build's own process, which has imported torch already (a fork is ready in
+milliseconds, where a fresh interpreter needs a second to import torch):
 
-1. closes every file descriptor but its reply pipe (stdin and stdout become ``/dev/null``);
-2. drops root to ``nobody`` where it runs as root, and sets resource limits before any entry code runs: address
-   space (`MEMORY`), CPU seconds, file size 0, no new file descriptors, no new processes, no core dumps;
-3. parses, checks and runs the snippet on the tensors it was sent (copies: the parent's objects never leave the
-   parent), and writes back values only (`adapterspec.catalog.wire`, never pickle).
+* a **verifier** per entry (`map_forked`, at most one per core at a time): trusted code, which builds the reference
+  module, compares, and reports back as JSON. It runs under a wall-clock deadline and an address-space limit, so that
+  no entry, whatever hyperparameters it names, can stall the build or exhaust its memory; a verifier that passes its
+  deadline is killed and the entry fails, saying so.
+* a **sandboxed child** per pseudocode request (`run`), forked by the verifier, which
 
-The worker waits for the child with a wall-clock deadline and kills it when the deadline passes; a crash, a
-``MemoryError`` or a CPU-limit kill is reported as such. The parent in turn waits for the worker with a deadline and
-replaces a worker that fails to answer. Every request runs in a fresh child, so nothing one request does can be
-seen by the next. The parent compares what comes back with its own objects; it never executes entry code.
+  1. keeps only its reply pipe (as descriptor 3; stdin, stdout and stderr become ``/dev/null``);
+  2. drops root to ``nobody`` where it runs as root, and sets resource limits before any entry code runs: address
+     space (`MEMORY`), CPU seconds, file size 0, no free file descriptor (so no file or socket can be opened), no new
+     processes (a build that does not run as root keeps its user in the child, which could then signal the build if
+     it ever got past the static check), no core dumps;
+  3. parses, checks and runs the snippet on the tensors it was given (its own copy-on-write copies: nothing it does
+     reaches the verifier's objects), each call under a deadline, and writes back values only
+     (`adapterspec.catalog.wire`, never pickle).
+
+The verifier waits for the child with a wall-clock deadline and kills it when the deadline passes; a crash, a
+``MemoryError`` or a CPU-limit kill is reported as such. Every request runs in a fresh child, so nothing one request
+does can be seen by the next. The verifier compares what comes back with its own objects; it never executes entry
+code.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import queue
 import resource
 import select
 import signal
 import struct
-import threading
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from adapterspec.catalog import wire
 from adapterspec.catalog.sandbox import CallTimeout, SnippetError
 
 CALL_SECONDS = 5.0  # wall-clock deadline for one call of a snippet function (they take milliseconds)
 REQUEST_SECONDS = 30.0  # and for all the calls of one request (one entry's)
-MEMORY = 1 << 30  # address space a child may add to what the worker already maps
-STARTUP_SECONDS = 60.0  # a worker's warm-up on a very busy machine
+MEMORY = 1 << 30  # address space a sandboxed child may add to what it inherits
 _FRAME = struct.Struct(">Q")
 NOBODY = 65534
+_warm = False
 
 
 # -- framing, used on both sides ------------------------------------------------------------------------------------
@@ -79,8 +82,13 @@ def _read(fd: int, deadline: float | None, limit: int = wire.MAX_BYTES) -> bytes
 
 
 # -- the worker process ---------------------------------------------------------------------------------------------
-def _warm_up() -> None:
-    """Run every ``ops`` function once, so that a child never needs to open a file (lazy imports, kernels)."""
+def warm_up() -> None:
+    """Run every ``ops`` function once, so that a sandboxed child never needs to open a file (lazy imports, kernels).
+    Once per process; call it before forking verifiers, so that they inherit it."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
     import torch
 
     from adapterspec import ops
@@ -99,7 +107,6 @@ def _warm_up() -> None:
     for name in ops.__all__:  # any vocabulary added later but not listed above still gets imported
         getattr(ops, name)
     sandbox.execute("def f(x):\n    return x @ x.T\n", [("f", {"x": x})], (lambda: None, lambda: None))
-    signal.setitimer(signal.ITIMER_REAL, 0)
     wire.decode(wire.encode([x, (1, 2.0), {"a": None}]))
 
 
@@ -123,10 +130,18 @@ def _limit(seconds: float) -> None:
 
 def _child(reply: int, request: dict[str, Any]) -> None:
     try:
-        os.closerange(3, reply)
-        os.closerange(reply + 1, 1 << 16)
+        import torch
+
+        torch.set_num_threads(1)  # the parent's OpenMP threads did not survive the fork (see _fork_json)
+        # The reply pipe becomes descriptor 3 and nothing else stays open above it: with RLIMIT_NOFILE at 4 there is
+        # no free descriptor left, so the child can open no file and no socket.
+        if reply != 3:
+            os.dup2(reply, 3)
+            os.close(reply)
+        reply = 3
+        os.closerange(4, 1 << 16)
         _limit(request["seconds"])
-        resource.setrlimit(resource.RLIMIT_NOFILE, (reply + 1, reply + 1))  # no new file descriptors
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4, 4))
         from adapterspec.catalog.sandbox import execute
 
         # Each call runs under two timers. The real-time one raises CallTimeout at the snippet's current line (a
@@ -189,23 +204,40 @@ def _serve_one(request: dict[str, Any]) -> bytes:
     return wire.encode({"error": why, "line": None})
 
 
-def main(fd_in: int, fd_out: int) -> None:
-    """The worker's loop: requests on ``fd_in``, replies on ``fd_out``, one framed message each."""
-    import torch
-
-    torch.set_num_threads(1)  # no thread pool: fork-safe, and the sandbox forbids new threads anyway
-    _warm_up()
-    _write(fd_out, b"ready")
-    while True:
-        data = _read(fd_in, None, limit=1 << 30)
-        if data is None:
-            return  # the parent went away
-        _write(fd_out, _serve_one(wire.decode(data)))
+def mapped_bytes() -> int:
+    """This process's address space in bytes (what RLIMIT_AS counts)."""
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmSize"))) * 1024
 
 
-def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start ``fn()`` (trusted code, JSON-serialisable result) in a forked copy of this process; return a function that
-    waits for the result and returns it, or raises RuntimeError with the child's traceback."""
+def run(source: str, calls: list[tuple[str, dict[str, Any]]], seconds: float = CALL_SECONDS,
+        total_seconds: float = REQUEST_SECONDS) -> list[Any]:
+    """Run ``calls`` (function name, keyword arguments) of the snippet ``source`` in a sandboxed child.
+
+    Returns one value per call. Raises `SnippetError` for anything the snippet did wrong, including one call running
+    past ``seconds`` or all of them past ``total_seconds`` of wall-clock time, or the sandbox's memory.
+    """
+    warm_up()
+    request = {"source": source, "calls": [list(c) for c in calls], "seconds": total_seconds,
+               "call_seconds": min(seconds, total_seconds)}
+    try:
+        reply = wire.decode(_serve_one(request))
+    except wire.WireError as e:
+        raise SnippetError(f"the sandbox sent back a malformed reply ({e})") from None
+    if not isinstance(reply, dict) or ("ok" in reply) == ("error" in reply):
+        raise SnippetError("the sandbox sent back a malformed reply")
+    if "error" in reply:
+        line = reply.get("line")
+        raise SnippetError(str(reply["error"]), line if isinstance(line, int) else None)
+    values = reply["ok"]
+    if not isinstance(values, list) or len(values) != len(calls):
+        raise SnippetError("the sandbox sent back a malformed reply")
+    return values
+
+
+def _fork_json(fn: Callable[[], Any], memory: int | None = None) -> tuple[int, int]:
+    """Fork a child that runs ``fn()`` (trusted code) and writes ``{"ok": result}`` or ``{"error": traceback}`` as
+    JSON to a pipe; return (pid, read end)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover — measured through the parent
@@ -216,6 +248,10 @@ def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
             import torch
 
             torch.set_num_threads(1)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us if it must
+            if memory is not None:
+                limit = mapped_bytes() + memory
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             try:
                 payload = json.dumps({"ok": fn()})
             except BaseException as e:  # noqa: BLE001 — reported to the parent
@@ -225,157 +261,79 @@ def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
         finally:
             os._exit(0)
     os.close(w)
+    return pid, r
+
+
+def _collect(pid: int, chunks: list[bytes]) -> tuple[bool, Any]:
+    os.waitpid(pid, 0)
+    data = b"".join(chunks)
+    try:
+        message = json.loads(data) if data else {"error": "the process ended without a result (it crashed)"}
+    except ValueError:
+        message = {"error": "the process sent back an unreadable result"}
+    return ("ok" in message), message.get("ok", message.get("error"))
+
+
+def in_forked_process(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``fn()`` (trusted code, JSON-serialisable result) in a forked copy of this process; return a function that
+    waits for the result and returns it, or raises RuntimeError with the child's traceback."""
+    pid, r = _fork_json(fn)
 
     def wait() -> Any:
-        with os.fdopen(r) as f:
-            data = f.read()
-        os.waitpid(pid, 0)
-        message = json.loads(data) if data else {"error": "the process ended without a result"}
-        if "error" in message:
-            raise RuntimeError(message["error"])
-        return message["ok"]
+        with os.fdopen(r, "rb") as f:
+            ok, value = _collect(pid, [f.read()])
+        if not ok:
+            raise RuntimeError(value)
+        return value
 
     return wait
 
 
-def mapped_bytes() -> int:
-    """This process's address space in bytes (what RLIMIT_AS counts)."""
-    with open("/proc/self/status") as status:
-        return int(next(line.split()[1] for line in status if line.startswith("VmSize"))) * 1024
+def map_forked(fn: Callable[[Any], Any], items: list[Any], seconds: float, memory: int | None = None,
+               jobs: int | None = None, on_result: Callable[[int, bool, Any], None] | None = None
+               ) -> list[tuple[bool, Any]]:
+    """``fn(item)`` for each item, each in a forked process (at most ``jobs`` at a time, one per core by default),
+    under a wall-clock deadline of ``seconds`` and an address space of ``memory`` bytes beyond what it inherits.
 
+    Returns ``(True, result)`` or ``(False, why)`` per item, in order; ``on_result(index, ok, value)`` is called as
+    each finishes. Replies are read as they arrive, so no child ever waits on a full pipe.
+    """
+    jobs = jobs or max(1, min(os.cpu_count() or 1, 8))
+    results: list[tuple[bool, Any] | None] = [None] * len(items)
+    pending = list(range(len(items)))
+    running: dict[int, tuple[int, int, float, list[bytes]]] = {}  # fd -> (index, pid, deadline, chunks)
 
-# -- the parent's side ------------------------------------------------------------------------------------------------
-@dataclass
-class _Worker:
-    pid: int
-    requests: int  # the parent writes requests here
-    replies: int  # and reads replies here
-    ready: bool = False
+    def finish(i: int, outcome: tuple[bool, Any]) -> None:
+        results[i] = outcome
+        if on_result:
+            on_result(i, *outcome)
 
-    @classmethod
-    def start(cls) -> "_Worker":
-        import torch  # noqa: F401 — imported before the fork, so the worker inherits it instead of importing it
-
-        to_worker, from_worker = os.pipe(), os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover — the worker never returns
-            try:
-                keep = (to_worker[0], from_worker[1])
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent's to handle
-                    signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
-                os.closerange(3, min(keep))
-                os.closerange(min(keep) + 1, max(keep))
-                os.closerange(max(keep) + 1, 1 << 16)
-                main(*keep)
-            finally:
-                os._exit(0)
-        os.close(to_worker[0])
-        os.close(from_worker[1])
-        return cls(pid, to_worker[1], from_worker[0])
-
-    def kill(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        for fd in (self.requests, self.replies):
-            try:
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                i = pending.pop(0)
+                pid, fd = _fork_json(lambda item=items[i]: fn(item), memory)
+                running[fd] = (i, pid, time.monotonic() + seconds, [])
+            wait = max(0.0, min(d for _, _, d, _ in running.values()) - time.monotonic())
+            ready, _, _ = select.select(list(running), [], [], wait)
+            for fd in ready:
+                chunk = os.read(fd, 1 << 20)
+                if chunk:
+                    running[fd][3].append(chunk)
+                    continue
+                i, pid, _, chunks = running.pop(fd)
                 os.close(fd)
-            except OSError:
-                pass
-
-
-class Pool:
-    """Long-lived sandboxed workers; `run` may be called from several threads at once."""
-
-    def __init__(self, size: int | None = None) -> None:
-        self.size = size or max(1, min(os.cpu_count() or 1, 8))
-        self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._all: list[_Worker] = []
-        self._lock = threading.Lock()
-        for _ in range(self.size):
-            self._add()
-
-    def _add(self) -> None:
-        w = _Worker.start()
-        with self._lock:
-            self._all.append(w)
-        self._idle.put(w)
-
-    def _replace(self, w: _Worker) -> None:
-        w.kill()
-        with self._lock:
-            if w in self._all:
-                self._all.remove(w)
-        self._add()
-
-    def run(self, source: str, calls: list[tuple[str, dict[str, Any]]], seconds: float = CALL_SECONDS,
-            total_seconds: float = REQUEST_SECONDS) -> list[Any]:
-        """Run ``calls`` (function name, keyword arguments) of the snippet ``source`` in a sandboxed child.
-
-        Returns one value per call. Raises `SnippetError` for anything the snippet did wrong, including one call
-        running past ``seconds`` or all of them past ``total_seconds`` of wall-clock time, or the sandbox's memory.
-        """
-        seconds, total_seconds = min(seconds, total_seconds), total_seconds
-        w = self._idle.get()
-        try:
-            if not w.ready:
-                if _read(w.replies, time.monotonic() + STARTUP_SECONDS) != b"ready":
-                    raise RuntimeError("a sandbox worker failed to start")
-                w.ready = True
-            request = wire.encode({"source": source, "calls": [list(c) for c in calls], "seconds": total_seconds,
-                                   "call_seconds": seconds})
-            _write(w.requests, request)
-            data = _read(w.replies, time.monotonic() + total_seconds + 10)
-        except (OSError, RuntimeError):
-            self._replace(w)
-            raise
-        if data is None:  # the worker itself stopped answering: it is replaced, the snippet is blamed
-            self._replace(w)
-            raise SnippetError(f"did not finish within {total_seconds:g} s")
-        self._idle.put(w)
-        try:
-            reply = wire.decode(data)
-        except wire.WireError as e:
-            raise SnippetError(f"the sandbox sent back a malformed reply ({e})") from None
-        if not isinstance(reply, dict) or ("ok" in reply) == ("error" in reply):
-            raise SnippetError("the sandbox sent back a malformed reply")
-        if "error" in reply:
-            line = reply.get("line")
-            raise SnippetError(str(reply["error"]), line if isinstance(line, int) else None)
-        values = reply["ok"]
-        if not isinstance(values, list) or len(values) != len(calls):
-            raise SnippetError("the sandbox sent back a malformed reply")
-        return values
-
-    def close(self) -> None:
-        with self._lock:
-            workers, self._all = self._all, []
-        for w in workers:
-            w.kill()
-
-
-_pool: Pool | None = None
-_pool_lock = threading.Lock()
-
-
-def pool() -> Pool:
-    """The process-wide pool, started on first use (its workers import torch in the background meanwhile)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = Pool(int(os.environ.get("ADAPTERSPEC_WORKERS", "0")) or None)
-        return _pool
-
-
-def shutdown() -> None:
-    """Stop the pool's workers (at exit, and before `mkdocs serve` re-imports the package)."""
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            _pool.close()
-            _pool = None
-
-
-atexit.register(shutdown)
+                finish(i, _collect(pid, chunks))
+            now = time.monotonic()
+            for fd in [fd for fd, (_, _, d, _) in running.items() if d <= now]:
+                i, pid, _, _ = running.pop(fd)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                os.close(fd)
+                finish(i, (False, f"did not finish within {seconds:g} s"))
+    finally:  # interrupted (Ctrl-C): leave no process behind
+        for fd, (_, pid, _, _) in running.items():
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+    return results  # type: ignore[return-value]
