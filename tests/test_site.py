@@ -124,3 +124,13 @@ def test_build_fails_when_a_module_stops_equalling_peft(tmp_path, monkeypatch):
         build_site(ROOT, cache=None, progress=lambda _: None)
     msg = "\n".join(str(e) for e in info.value.errors)
     assert "ia3.yaml" in msg and "code.peft" in msg and "peft equality" in msg and "outputs differ" in msg
+
+
+def test_the_site_publishes_no_build_code_and_requests_no_third_party_fonts(site):
+    """The MkDocs hook stays out of site/, and no page asks a third party for anything (Material's Google Fonts are
+    off: `theme.font: false`); the browser test checks the requests pages really make."""
+    assert not (site / "hooks").exists()
+    assert not list(site.rglob("*.py"))
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "fonts.googleapis" not in text and "fonts.gstatic" not in text, page

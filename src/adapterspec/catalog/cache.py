@@ -1,8 +1,9 @@
 """Verification results cached by content, so that a rebuild re-verifies only what changed.
 
-The key of an entry hashes what verification reads of its YAML (not its prose), the source of every module its reference class is built from (the method file,
-its base classes' files, ``adapter.py``, ``ops.py``), the verifier itself, the torch version and the paper texts it
-cites. Anything else changing leaves the cached result valid.
+The key of an entry hashes what verification reads of its YAML (not its prose, so that editing a sentence does not
+re-verify), the source of every module its reference class is built from (the method file, its base classes' files,
+``adapter.py``, ``ops.py``), the verifier itself, the torch version and the paper texts it cites. Anything else
+changing leaves the cached result valid.
 """
 
 from __future__ import annotations

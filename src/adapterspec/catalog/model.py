@@ -97,7 +97,8 @@ class Properties(_Strict):
         None, description="W' W'ᵀ == W0 W0ᵀ: norms of and angles between neurons unchanged (checked either way)")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
-        default_factory=list, max_length=8, description="symbols one copy of which serves every adapted layer of a model (VeRA's "
+        default_factory=list, max_length=8,
+        description="symbols one copy of which serves every adapted layer of a model (VeRA's "
         "frozen random pair, VB-LoRA's vector bank); checked to be independent of the layer's own weights")
 
 
@@ -142,7 +143,8 @@ class Entry(_Strict):
     discrepancies: list[Discrepancy] = Field(default_factory=list, max_length=16)
     related: list[str] = Field(default_factory=list, max_length=16)
     benchmark: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,120}$")]] = Field(
-        default_factory=list, max_length=16, description="experiments of peft's method-comparison benchmark that ran this method "
+        default_factory=list, max_length=16,
+        description="experiments of peft's method-comparison benchmark that ran this method "
         "(result file names without .json, e.g. lora--llama-3.2-3B-rank32)")
 
     @property

@@ -117,7 +117,8 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
             results[item.slug] = hit
             progress(f"adapterspec: {hit.summary()}  (cached)")
     todo = [item for item in catalog if item.slug not in results]
-    for item, result in zip(todo, verify_entries(todo, texts, bench, lambda r: progress(f"adapterspec: {r.summary()}"))):
+    fresh = verify_entries(todo, texts, bench, lambda r: progress(f"adapterspec: {r.summary()}"))
+    for item, result in zip(todo, fresh):
         store_result(item, texts, bench, cache_dir, result)
         results[item.slug] = result
     results = {item.slug: results[item.slug] for item in catalog}

@@ -398,8 +398,8 @@ def check_formulas_at_other_shapes(case: Case) -> list[Check]:
             bound = other.formula("properties.rank_bound")
             with torch.no_grad():
                 rank = int(torch.linalg.matrix_rank(other.randomized().delta_weight()))
-            checks.append(other.check("rank bound", rank <= bound, f"at a shape the verifier chose: rank(ΔW) = {rank}; "
-                                      f"declared ≤ {props.rank_bound} = {bound:g}", None, "properties.rank_bound"))
+            checks.append(other.check("rank bound", rank <= bound, f"at a shape the verifier chose: rank(ΔW) = {rank};"
+                                      f" declared ≤ {props.rank_bound} = {bound:g}", None, "properties.rank_bound"))
     if not tried:
         checks.append(case.check("formulas at other shapes", True, "the method accepts none of the doubled shapes; "
                                  "the formulas were checked at the entry's shapes only"))
