@@ -65,6 +65,12 @@ def error_site(root: Path, errors: list[EntryError], entries: str = "entries") -
     problems (file, line, field), instead of a build that never finishes (`mkdocs serve`)."""
     stems = sorted(p.stem for p in (root / entries).glob("*.yaml")
                    if p.name != "themes.yaml" and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.stem))
+    def relative(e: EntryError) -> EntryError:
+        path = Path(e.file)
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else e.file
+        return EntryError(shown, e.message, e.field, e.line)
+
+    errors = [relative(e) for e in errors]
     pages = {"methods/index.md": "# Catalog\n\nThe catalog failed to build: see the errors above.\n"}
     for stem in stems:
         pages[f"methods/{stem}.md"] = f"# {stem}\n\nThe catalog failed to build: see the errors above.\n"
