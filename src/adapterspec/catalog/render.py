@@ -161,6 +161,12 @@ def includes(slug: str, root: Path) -> list[Include]:
     return found
 
 
+def reference_venue(paper) -> str:
+    """"ICLR 2022", "arXiv 2024": the venue and the year, the year once (a venue often names its own year)."""
+    venue = paper.venue or "arXiv"
+    return venue if re.search(r"\b(19|20)\d\d\b", venue) else f"{venue} {paper.year}"
+
+
 def _quote_status(result: Result, i: int) -> str:
     for c in result.checks:
         if c.field == f"evidence[{i}].quote":
@@ -173,7 +179,7 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
     e = item.entry
     comparison = compare(bench, e.benchmark) if bench is not None else None
     return _env.get_template("method.md.j2").render(
-        frag=frag, peft_eq=peft[0], peft_note=peft[1], **_converter_doc(e.module_slug, root),
+        frag=frag, reference_venue=reference_venue, peft_eq=peft[0], peft_note=peft[1], **_converter_doc(e.module_slug, root),
         comparison=comparison, setting=SETTING, bench_folder=bench.folder if bench else None,
         contradictions=_contradictions(e, comparison),
         e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
