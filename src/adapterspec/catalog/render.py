@@ -161,6 +161,19 @@ def includes(slug: str, root: Path) -> list[Include]:
     return found
 
 
+def long_name(entry) -> str:
+    """The full name without the short one it repeats: "DoRA: Weight-Decomposed …" → "Weight-Decomposed …"."""
+    full, name = entry.full_name, entry.name
+    if full.startswith(name + ":"):
+        return full[len(name) + 1:].strip()
+    if full.endswith(f"({name})"):
+        return full[:-len(name) - 2].strip()
+    return full
+
+
+_env.filters["long_name"] = long_name
+
+
 def reference_venue(paper) -> str:
     """"ICLR 2022", "arXiv 2024": the venue and the year, the year once (a venue often names its own year)."""
     venue = paper.venue or "arXiv"
