@@ -34,6 +34,7 @@ import yaml
 
 from adapterspec.catalog import CatalogError, load_catalog, verify_entry
 from conftest import ENTRIES, ROOT
+from test_bad_entries import write_catalog
 
 GOOD = (ENTRIES / "lora.yaml").read_text(encoding="utf-8")
 BOUND = 30.0  # seconds within which any bad input must be answered
@@ -52,19 +53,6 @@ def line_of(text: str, needle: str, after: str | None = None) -> int:
         if i > start and needle in line:
             return i
     raise AssertionError(f"{needle!r} not in the entry")
-
-
-def write_catalog(tmp_path: Path, text: str, **others: str) -> Path:
-    """An entries folder with lora.yaml replaced by ``text`` (and any ``slug=text`` replaced too)."""
-    root = tmp_path / "entries"
-    root.mkdir()
-    shutil.copy(ENTRIES / "themes.yaml", root)
-    for slug in ("dora", "pissa"):  # lora's related entries
-        shutil.copy(ENTRIES / f"{slug}.yaml", root)
-    (root / "lora.yaml").write_text(text, encoding="utf-8")
-    for slug, other in others.items():
-        (root / f"{slug}.yaml").write_text(other, encoding="utf-8")
-    return root
 
 
 def with_forward(body: str, signature: str = "def forward(x, W0, bias, A, B, α, r):") -> str:
@@ -441,14 +429,19 @@ def _bomb(levels: int = 6) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_yaml_alias_bomb_is_refused_fast(tmp_path: Path):
-    text = GOOD.replace("name: LoRA\n", "name: LoRA\n" + _bomb(), 1)
+def load_errors_measured(tmp_path: Path, text: str):
+    """`load_errors`, and the peak memory Python allocated meanwhile."""
     tracemalloc.start()
     try:
         errors, message, elapsed = load_errors(tmp_path, text)
-        peak = tracemalloc.get_traced_memory()[1]
+        return errors, message, elapsed, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_yaml_alias_bomb_is_refused_fast(tmp_path: Path):
+    text = GOOD.replace("name: LoRA\n", "name: LoRA\n" + _bomb(), 1)
+    errors, message, elapsed, peak = load_errors_measured(tmp_path, text)
     assert elapsed < FAST and peak < 20 * 2**20
     bomb_lines = set(range(line_of(text, "laugh0:"), line_of(text, "laugh5:") + 1))
     assert_clear(errors, message, line=bomb_lines, fragments=("anchors and aliases",))
@@ -463,12 +456,7 @@ def test_excessive_nesting_is_refused(tmp_path: Path):
 
 def test_huge_shapes_are_refused_before_anything_is_allocated(tmp_path: Path):
     text = GOOD.replace("implementation:\n", "implementation:\n  shapes: [[60000, 60000], [60000, 60000]]\n", 1)
-    tracemalloc.start()
-    try:
-        errors, message, elapsed = load_errors(tmp_path, text)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    errors, message, elapsed, peak = load_errors_measured(tmp_path, text)
     assert elapsed < FAST and peak < 20 * 2**20
     assert_clear(errors, message, field="implementation.shapes", line=line_of(text, "shapes:"),
                  fragments=("less than or equal to 256",))

@@ -69,13 +69,16 @@ CASES = [
 ]
 
 
-def write_catalog(tmp_path: Path, text: str) -> Path:
+def write_catalog(tmp_path: Path, text: str, **others: str) -> Path:
+    """An entries folder with lora.yaml replaced by ``text`` (and any ``slug=text`` replaced too)."""
     root = tmp_path / "entries"
     root.mkdir()
     shutil.copy(ENTRIES / "themes.yaml", root)
     for slug in ("dora", "pissa"):  # lora's related entries
         shutil.copy(ENTRIES / f"{slug}.yaml", root)
     (root / "lora.yaml").write_text(text, encoding="utf-8")
+    for slug, other in others.items():
+        (root / f"{slug}.yaml").write_text(other, encoding="utf-8")
     return root
 
 
