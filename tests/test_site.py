@@ -134,3 +134,30 @@ def test_the_site_publishes_no_build_code_and_requests_no_third_party_fonts(site
     for page in site.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
         assert "fonts.googleapis" not in text and "fonts.gstatic" not in text, page
+
+
+def test_every_weight_space_method_page_draws_its_update(site, catalog):
+    """The ΔW heatmap and spectrum come from the verifier's measurement, with alt text, on every page whose method
+    has a matrix update."""
+    for item in catalog:
+        page = (site / "methods" / item.slug / "index.html").read_text(encoding="utf-8")
+        if item.slug == "ln-tuning":  # its update is a vector (gain and shift), not a matrix
+            assert "adapterspec-figures" not in page
+            continue
+        figures = re.findall(r'<svg class="adapterspec-figure"[^>]*role="img" aria-label="([^"]+)"', page)
+        assert len(figures) == 2, item.slug
+        assert all(len(label) > 40 for label in figures)
+
+
+def test_the_figure_shows_the_rank_the_method_allows():
+    """LoRA at r = 4 on the figure's 24 × 32 layer: 4 non-zero singular values of 24; a full-rank method (C3A) shows
+    all 24. A drawing that did not come from the module would not know."""
+    from adapterspec.catalog.figures import SHAPE, delta_data
+
+    lora = delta_data("lora", {"r": 4, "alpha": 8}, (16, 12))
+    assert lora["shape"] == [SHAPE[1], SHAPE[0]]
+    S = lora["singular_values"]
+    assert sum(s > S[0] * 1e-9 for s in S) == 4 and len(S) == 24
+    c3a = delta_data("c3a", {"b": 4}, (16, 12))
+    S = c3a["singular_values"]
+    assert sum(s > S[0] * 1e-9 for s in S) == 24

@@ -29,7 +29,7 @@ from adapterspec.registry import adapter_class
 _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
            "adapterspec.catalog.sandbox", "adapterspec.catalog.worker", "adapterspec.catalog.wire",
            "adapterspec.catalog.formula", "adapterspec.catalog.papers", "adapterspec.catalog.model",
-           "adapterspec.catalog.benchmark", "adapterspec.catalog.cache")
+           "adapterspec.catalog.benchmark", "adapterspec.catalog.cache", "adapterspec.catalog.figures")
 
 
 def _source_key(slug: str, modules: tuple[str, ...], extra_files: tuple[Path, ...], *parts: str) -> str:

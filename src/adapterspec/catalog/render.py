@@ -28,7 +28,7 @@ from pygments.lexers import PythonLexer
 
 from adapterspec.catalog.benchmark import SETTING, Benchmark, Comparison, compare
 from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
-from adapterspec.catalog import prose
+from adapterspec.catalog import figures, prose
 from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.verify import Result
 from adapterspec.registry import adapter_class
@@ -103,6 +103,11 @@ class Fragments:
             raise ValueError(f"refusing to publish the link {url!r}: {prose.link_problem(url)}")
         u = html.escape(url, quote=True)
         return self._add(f'<a href="{u}">{u}</a>')
+
+    def figure(self, data: dict, name: str) -> str:
+        """The update ΔW as a heatmap beside its singular values (`figures`), drawn from measured numbers."""
+        return self._add(f'<div class="adapterspec-figures">{figures.delta_svg(data, name)}'
+                         f'{figures.spectrum_svg(data, name)}</div>')
 
     def math(self, latex: str) -> str:
         """One display equation, for KaTeX."""

@@ -37,7 +37,7 @@ from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.papers import PaperTexts
 from adapterspec.catalog.formula import FormulaError, evaluate_formula
 from adapterspec.catalog.sandbox import Snippet, SnippetError, parse
-from adapterspec.catalog import worker
+from adapterspec.catalog import figures, worker
 from adapterspec.catalog.worker import CALL_SECONDS
 from adapterspec.registry import adapter_class, create, hyperparameters, randomize_
 
@@ -505,6 +505,10 @@ def verify_entry(item: LoadedEntry, papers: PaperTexts | None = None, benchmark:
         res.checks.append(f.check)
     res.checks += list(_quote_checks(item, papers, res))
     res.checks += list(_benchmark_checks(item, benchmark))
+    if res.ok:  # the page's figure, measured here so that it is bounded and cached like everything else
+        impl = item.entry.implementation
+        res.observed["figure"] = figures.delta_data(item.entry.module_slug, dict(impl.hyperparameters),
+                                                    tuple(impl.shapes[-1]))
     res.seconds = time.perf_counter() - start
     return res
 

@@ -81,7 +81,7 @@ def _read(fd: int, deadline: float | None, limit: int = wire.MAX_BYTES) -> bytes
     return _read_exact(fd, n, deadline)
 
 
-# -- the worker process ---------------------------------------------------------------------------------------------
+# -- the sandboxed child, forked for each request ---------------------------------------------------------------------
 def warm_up() -> None:
     """Run every ``ops`` function once, so that a sandboxed child never needs to open a file (lazy imports, kernels).
     Once per process; call it before forking verifiers, so that they inherit it."""
