@@ -19,6 +19,11 @@ Line = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_leng
 Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f<>&\"`\\{}\[\]|*_#$]+$", max_length=120)]
 
 
+# One sentence of prose: a single line after YAML folding, ending with a full stop.
+Sentence = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{30,300}\.$"),
+                     Field(json_schema_extra={"format": "markdown"})]
+
+
 def Prose(max_length: int):  # noqa: N802 — reads as a type in the model below
     """Markdown prose (rendered by markdown-it-py: raw HTML off, links allowlisted, $…$ maths)."""
     return Annotated[str, Field(max_length=max_length, json_schema_extra={"format": "markdown"})]
@@ -131,6 +136,9 @@ class Entry(_Strict):
     papers: list[Paper] = Field(min_length=1, max_length=8)
     code: Code
     themes: list[str] = Field(min_length=1, max_length=8, description="from entries/themes.yaml")
+    testable_hypothesis: Sentence = Field(
+        description="the hypothesis as one testable sentence: what the method assumes about the pretrained model or "
+        "about fine-tuning, stated so that an observation could refute it (the mechanism belongs in `summary`)")
     hypothesis: Prose(4000) = Field(min_length=40)
     math: str = Field(max_length=4000, description="LaTeX, one equation per line, no $$")
     pseudocode: str = Field(max_length=8000, description="Python in the paper's notation defining forward(x, ...) "
@@ -163,6 +171,7 @@ class Theme(_Strict):
 def prose_fields(entry: Entry):
     """``(location, text)`` of every Markdown field of an entry, for checks that apply to all prose."""
     yield ("summary",), entry.summary
+    yield ("testable_hypothesis",), entry.testable_hypothesis
     yield ("hypothesis",), entry.hypothesis
     yield ("implications",), entry.implications
     for i, c in enumerate(entry.caveats):
