@@ -637,7 +637,8 @@ def test_javascript_link_is_a_load_error_naming_the_field(field: str, tmp_path: 
     text = GOOD.replace(old, new.format(payload="see [this](javascript:alert(1)) for details"), 1)
     errors, message, elapsed = load_errors(tmp_path, text)
     assert elapsed < FAST
-    assert_clear(errors, message, field=field, line=line_of(text, old.splitlines()[-1]),
+    after = "testable_hypothesis:" if field == "hypothesis" else None  # whose key ends with "hypothesis" too
+    assert_clear(errors, message, field=field, line=line_of(text, old.splitlines()[-1], after=after),
                  fragments=("javascript:", "not allowed"))
 
 
@@ -750,6 +751,8 @@ def attacked_site(tmp_path_factory) -> Built:
     path = proj / "entries" / "lora.yaml"
     e = yaml.safe_load(path.read_text(encoding="utf-8"))
     e["summary"] = _prose("summary", ssti)
+    # one line, ending with a full stop: every payload that fits in a sentence (the Catalog shows this field)
+    e["testable_hypothesis"] = f"Payload testable. {' '.join(HTML_PAYLOADS)} {ATTR} {INCLUDES[0]}."
     for name in ("hypothesis", "implications"):
         e[name] = e[name] + "\n\n" + _prose(name, ssti)
     e["caveats"][0] = _prose("caveat", ssti)
@@ -849,8 +852,8 @@ def test_raw_html_in_entry_text_is_published_as_text(attacked_site: Built, path:
 
 def test_every_prose_field_is_escaped_on_the_method_page(attacked_site: Built):
     text = _text(attacked_site.page("methods/lora/index.html"))
-    for tag in ("summary", "hypothesis", "implications", "caveat", "claim", "discrepancy-paper", "discrepancy-peft",
-                "discrepancy-note"):
+    for tag in ("summary", "testable", "hypothesis", "implications", "caveat", "claim", "discrepancy-paper",
+                "discrepancy-peft", "discrepancy-note"):
         assert f"Payload {tag}. {HTML_PAYLOADS[0]}" in text, tag
     assert 'init <script>alert("xss-aspect")</script>'.capitalize() in text  # a heading, and the table of contents
     assert f"LoRA {HTML_PAYLOADS[0]}" in text and f"ICLR {HTML_PAYLOADS[1]}" in text  # paper title and venue
