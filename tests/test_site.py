@@ -161,3 +161,28 @@ def test_the_figure_shows_the_rank_the_method_allows():
     c3a = delta_data("c3a", {"b": 4}, (16, 12))
     S = c3a["singular_values"]
     assert sum(s > S[0] * 1e-9 for s in S) == 24
+
+
+def test_catalog_json_validates_against_its_published_schema(site, catalog):
+    """The build publishes the catalog as data; it validates against the schema published beside it, and says what
+    the pages say (a row per entry, the same verification and grade)."""
+    import json
+
+    import jsonschema
+
+    from adapterspec.catalog import grade
+
+    data = json.loads((site / "catalog.json").read_text(encoding="utf-8"))
+    schema = json.loads((site / data["$schema"]).read_text(encoding="utf-8"))
+    jsonschema.validate(data, schema)
+    rows = {r["id"]: r for r in data["entries"]}
+    assert set(rows) == set(catalog.entries)
+    for item in catalog:
+        row = rows[item.slug]
+        assert row["verification"]["ok"] and row["verification"]["checks"] > 10
+        assert row["grade"]["breakdown"] == grade(item.entry).breakdown
+        assert row["entry"]["testable_hypothesis"] == item.entry.testable_hypothesis
+        assert (site / row["url"] / "index.html").exists()
+    broken = dict(data, entries=[dict(data["entries"][0], grade={"score": "high"})])
+    with pytest.raises(jsonschema.ValidationError):  # the schema does constrain
+        jsonschema.validate(broken, schema)

@@ -1,7 +1,7 @@
 """MkDocs hook: add the catalog's generated pages. Thin on purpose: the logic is in ``adapterspec.catalog``.
 
 on_config  — load and verify every entry (cached by content), render the pages, list them in the navigation;
-on_files   — add the generated pages in memory (nothing is written into docs/);
+on_files   — add the generated pages in memory (nothing is written into docs/), and catalog.json with its schema;
 on_page_markdown — fill ``<!-- adapterspec:NAME -->`` markers in hand-written pages;
 on_page_content — swap the entries' text, rendered to HTML on its own, in for the tokens the pages carry (entry text
                   never passes through Python-Markdown: see ``adapterspec.catalog.render.Fragments``).
@@ -85,6 +85,10 @@ def on_files(files, config):
         page.changed = site.LAST_DIGESTS.get(path) != _build.digest(path)
         site.LAST_DIGESTS[path] = _build.digest(path)
         files.append(page)
+    if _build.catalog is not None:  # the catalog as data (adapterspec.catalog.export)
+        export = importlib.import_module("adapterspec.catalog.export")
+        files.append(File.generated(config, "catalog.json", content=export.catalog_json(_build)))
+        files.append(File.generated(config, export.SCHEMA_FILE, content=export.schema_json()))
     return files
 
 

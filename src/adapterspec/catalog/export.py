@@ -1,0 +1,103 @@
+"""``catalog.json``: the whole catalog as data, published beside the site with its JSON Schema.
+
+Every entry as written (validated), what this build's verification measured, the computed grade and the peft
+equality, for people who would rather query than read (``jq``, pandas, another site). The format is the pydantic
+model `CatalogExport`; ``catalog.schema.json`` is generated from it, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from adapterspec.catalog.grade import grade
+from adapterspec.catalog.model import Entry
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "catalog.schema.json"
+
+
+class Verification(BaseModel):
+    """What this build executed for the entry."""
+
+    ok: bool
+    checks: int = Field(description="checks run, all passed when ok")
+    max_error: float = Field(description="largest |pseudocode − module| over the pseudocode comparisons, float64")
+    quotes: str = Field(description='"checked", "unchecked" (paper texts unavailable) or "partly unchecked"')
+    trainable_parameters: dict[str, int] = Field(description="measured count per verified layer shape")
+    rank: dict[str, int] = Field(default_factory=dict, description="measured rank(ΔW) per layer shape")
+
+
+class GradeRecord(BaseModel):
+    score: float
+    dimensions: list[str] = Field(description="rubric dimensions the evidence supports")
+    graded: bool
+    breakdown: str
+
+
+class PeftEquality(BaseModel):
+    """The module against peft's layer for the same weights, or why that did not run."""
+
+    ran: bool
+    layer: str | None = None
+    peft_version: str | None = None
+    cases: int = 0
+    equal: bool | None = None
+    max_relative_error_float32: float | None = None
+    max_relative_error_float64: float | None = None
+    note: str = ""
+
+
+class ExportedEntry(BaseModel):
+    id: str
+    url: str = Field(description="the method's page, relative to the site root")
+    entry: Entry
+    verification: Verification
+    grade: GradeRecord
+    peft: PeftEquality
+
+
+class CatalogExport(BaseModel):
+    schema_: str = Field(SCHEMA_FILE, alias="$schema")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    adapterspec: str
+    torch: str
+    entries: list[ExportedEntry]
+
+
+def export(build: Any) -> CatalogExport:
+    """The export of a `site.SiteBuild` (a catalog that built)."""
+    records = []
+    for item in build.catalog:
+        result = build.results[item.slug]
+        observed = result.observed
+        g = grade(item.entry)
+        eq, note = build.peft.get(item.slug, (None, ""))
+        peft = (PeftEquality(ran=False, note=note) if eq is None else
+                PeftEquality(ran=True, layer=eq.peft_layer, peft_version=eq.peft_version, cases=len(eq.cases),
+                             equal=eq.ok, max_relative_error_float32=eq.worst("float32"),
+                             max_relative_error_float64=eq.worst("float64")))
+        records.append(ExportedEntry(
+            id=item.slug, url=f"methods/{item.slug}/", entry=item.entry, peft=peft,
+            verification=Verification(ok=result.ok, checks=len(result.checks), max_error=result.max_error,
+                                      quotes=result.quotes,
+                                      trainable_parameters=observed.get("trainable_parameters", {}),
+                                      rank=observed.get("rank", {})),
+            grade=GradeRecord(score=g.score, dimensions=list(g.dimensions), graded=g.graded, breakdown=g.breakdown)))
+    return CatalogExport(adapterspec=importlib.metadata.version("adapterspec"), torch=torch.__version__,
+                         entries=records)
+
+
+def catalog_json(build: Any) -> str:
+    return export(build).model_dump_json(by_alias=True, indent=1) + "\n"
+
+
+def schema_json() -> str:
+    schema = CatalogExport.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "adapterspec catalog.json"
+    return json.dumps(schema, indent=1, ensure_ascii=False) + "\n"
