@@ -171,8 +171,3 @@ def _run_equalities(jobs: list[tuple[str, str]]) -> list[dict]:
     others = [in_forked_process(lambda part=part: run(part)) for part in parts[1:]]
     done = [run(parts[0]), *(wait() for wait in others)]
     return [done[i % ways][i // ways] for i in range(len(jobs))]
-
-
-def peft_equality(item: LoadedEntry, cache_dir: Path | None) -> tuple[Any, str]:
-    """One entry's `PeftEqualities`."""
-    return PeftEqualities([item], cache_dir).result()[item.slug]

@@ -47,7 +47,7 @@ NOBODY = 65534
 _warm = False
 
 
-# -- framing, used on both sides ------------------------------------------------------------------------------------
+# -- framing of the reply from a sandboxed child -------------------------------------------------------------------
 def _write(fd: int, payload: bytes) -> None:
     data = _FRAME.pack(len(payload)) + payload
     view = memoryview(data)
@@ -56,13 +56,12 @@ def _write(fd: int, payload: bytes) -> None:
         view = view[n:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+def _read_exact(fd: int, n: int, deadline: float) -> bytes | None:
     chunks, need = [], n
     while need:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
         chunk = os.read(fd, min(need, 1 << 20))
         if not chunk:
             return None
@@ -71,7 +70,7 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def _read(fd: int, deadline: float | None, limit: int = wire.MAX_BYTES) -> bytes | None:
+def _read(fd: int, deadline: float, limit: int = wire.MAX_BYTES) -> bytes | None:
     head = _read_exact(fd, _FRAME.size, deadline)
     if head is None:
         return None
