@@ -177,3 +177,23 @@ def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path)
     result = verify_entry(load_catalog(root).entries["pissa"])
     message = "\n".join(str(e) for e in result.errors())
     assert "shared across layers: A" in message and "independent of the layer's weights: False" in message
+
+
+@pytest.mark.parametrize("old, new, expect", [
+    ("    side: input\n", "    side: output\n", "the output side has"),  # OFT's R acts on the inputs
+    ("  preserves_input_gram: false\n", "  preserves_input_gram: true\n", "declared True; max|W'ᵀW' − W0ᵀW0|"),
+    ("  - symbol: R\n", "  - symbol: Q\n", "orthogonal Q"),  # the skew generator is not orthogonal
+])
+def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
+    """A rotation declared on the wrong side, an invariant the side does not imply, a matrix that is not orthogonal:
+    each is caught on OFT's non-square layers."""
+    root = tmp_path / "entries"
+    root.mkdir()
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+        shutil.copy(ENTRIES / name, root)
+    text = (root / "oft.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (root / "oft.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries["oft"])
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and "oft.yaml" in message, message

@@ -90,6 +90,16 @@ class Implementation(_Strict):
         "transposes")
 
 
+class Orthogonal(_Strict):
+    """A rotation or reflection in the method: which symbol holds it and which side of ``W0`` it acts on."""
+
+    symbol: Identifier = Field(description="module symbol holding the orthogonal matrix (d × d), or a stack of "
+                               "orthogonal blocks (..., b, b)")
+    side: Literal["input", "output"] = Field(
+        description="input: W' = W0 Rᵀ (every neuron, a row of W0, is rotated, so W'W'ᵀ is kept); "
+        "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept)")
+
+
 class Properties(_Strict):
     """Structural claims, each checked numerically by `adapterspec verify`."""
 
@@ -100,6 +110,13 @@ class Properties(_Strict):
     rank_bound: Formula | None = Field(None, description="expression bounding rank(ΔW), e.g. 'r'")
     preserves_neuron_gram: bool | None = Field(
         None, description="W' W'ᵀ == W0 W0ᵀ: norms of and angles between neurons unchanged (checked either way)")
+    preserves_input_gram: bool | None = Field(
+        None, description="W'ᵀ W' == W0ᵀ W0: the map's action on input geometry unchanged, as an output-side "
+        "rotation implies (checked either way)")
+    orthogonal: list[Orthogonal] = Field(
+        default_factory=list, max_length=8,
+        description="rotations or reflections of the method, each checked to be orthogonal in float64 in a "
+        "randomized state")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,

@@ -455,6 +455,56 @@ def check_neuron_gram(case: Case) -> list[Check]:
                        "properties.preserves_neuron_gram")]
 
 
+def check_input_gram(case: Case) -> list[Check]:
+    """``W'ᵀW' == W0ᵀW0``: what an output-side rotation keeps (checked either way, like the neuron Gram matrix)."""
+    declared = case.item.entry.properties.preserves_input_gram
+    if declared is None or not adapter_class(case.slug).mergeable:
+        return []
+    module = case.randomized()
+    with torch.no_grad():
+        W0, W = module.base.weight.detach(), module.merged_weight().detach()
+        gram0 = W0.T @ W0
+        err = _max_err(W.T @ W, gram0)
+    holds = err <= _tol(gram0) * 10
+    return [case.check("preserves input gram", holds == declared,
+                       f"declared {declared}; max|W'ᵀW' − W0ᵀW0| = {err:.2e}", err if holds else None,
+                       "properties.preserves_input_gram")]
+
+
+def check_orthogonal(case: Case) -> list[Check]:
+    """Each declared rotation or reflection ``R`` (a matrix or a stack of blocks) satisfies ``RᵀR = RRᵀ = I`` in
+    float64 in a randomized state, and its blocks tile the side it is declared to act on (``d_in`` for the input
+    side, ``d_out`` for the output side; the entry's shapes are non-square, so a wrong side fails). What each side
+    keeps is checked by ``preserves_neuron_gram`` (input) and ``preserves_input_gram`` (output)."""
+    declared = case.item.entry.properties.orthogonal
+    if not declared:
+        return []
+    symbols = _symbols(case.randomized())
+    checks = []
+    for i, o in enumerate(declared):
+        R = symbols.get(o.symbol)
+        where = "properties.orthogonal"
+        if not isinstance(R, torch.Tensor) or R.dim() < 2 or R.shape[-1] != R.shape[-2]:
+            got = tuple(R.shape) if isinstance(R, torch.Tensor) else type(R).__name__
+            checks.append(case.check(f"orthogonal {o.symbol}", False, f"'{o.symbol}' must be a square matrix or a "
+                                     f"stack of square blocks (..., b, b) symbol of the module; got {got}", None,
+                                     where))
+            continue
+        R = R.to(DTYPE)
+        eye = torch.eye(R.shape[-1], dtype=DTYPE)
+        err = max(_max_err(R.mT @ R, eye.expand_as(R)), _max_err(R @ R.mT, eye.expand_as(R)))
+        size = case.d_in if o.side == "input" else case.d_out
+        blocks = R.shape[-1] * (R.numel() // (R.shape[-1] ** 2))
+        tiles = blocks == size
+        ok = err <= 1e-12 and tiles
+        detail = f"max|RᵀR − I| = {err:.2e} (float64)"
+        if not tiles:
+            detail += (f"; its blocks cover {blocks} coordinates, but the {o.side} side has "
+                       f"{size} (d_{'in' if o.side == 'input' else 'out'})")
+        checks.append(case.check(f"orthogonal {o.symbol} ({o.side} side)", ok, detail, err if ok else None, where))
+    return checks
+
+
 def check_row_norms(case: Case) -> list[Check]:
     name = case.item.entry.properties.row_norms
     if name is None or not adapter_class(case.slug).mergeable:
@@ -474,7 +524,7 @@ CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
-    check_neuron_gram, check_row_norms,
+    check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms,
 )
 
 
