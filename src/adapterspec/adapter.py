@@ -24,6 +24,8 @@ class Adapter(nn.Module):
     * ``slug``: the catalog id (defaults to the module file name, ``_`` read as ``-``).
     * ``mergeable``: whether the update can be folded into ``base.weight`` (``W0 → W'``) with no change in output.
     * ``base_type``: the layer it wraps, ``nn.Linear`` unless the method tunes another kind of layer.
+    * ``capacity``: the integer hyperparameter that sets how many parameters the method trains (``"r"`` for LoRA),
+      or ``None`` when the count is fixed by the layer ((IA)³). The arena turns it to meet a parameter budget.
 
     Args:
         base: the pretrained layer. It is frozen (``requires_grad=False``) and used in place, as peft does; methods
@@ -33,6 +35,7 @@ class Adapter(nn.Module):
     slug: ClassVar[str] = ""
     mergeable: ClassVar[bool] = True
     base_type: ClassVar[type[nn.Module]] = nn.Linear  # LN tuning wraps an nn.LayerNorm instead
+    capacity: ClassVar[str | None] = None  # the hyperparameter that scales the trainable-parameter count
 
     def __init__(self, base: nn.Linear) -> None:
         super().__init__()
