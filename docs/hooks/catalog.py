@@ -89,6 +89,8 @@ def on_files(files, config):
         export = importlib.import_module("adapterspec.catalog.export")
         files.append(File.generated(config, "catalog.json", content=export.catalog_json(_build)))
         files.append(File.generated(config, export.SCHEMA_FILE, content=export.schema_json()))
+        render = importlib.import_module("adapterspec.catalog.render")
+        files.append(File.generated(config, "papers.bib", content=render.bibtex_file(_build.catalog.bibliography)))
     return files
 
 

@@ -20,7 +20,7 @@ from adapterspec.catalog.cache import PeftEqualities, cached_result, store_resul
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
-from adapterspec.catalog.render import Fragments, index_page, method_page, peft_page
+from adapterspec.catalog.render import Fragments, bibliography_page, index_page, method_page, peft_page
 from adapterspec.catalog.verify import Result, verify_entries
 
 log = logging.getLogger("adapterspec")
@@ -145,10 +145,11 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     speed_file = root / SPEED
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
     versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
-    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md",
+    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "bibliography.md",
                                                 *(f"methods/{it.slug}.md" for it in catalog))}
     pages = {"methods/index.md": index_page(catalog, results, frags["methods/index.md"], bench, peft),
-             "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"])}
+             "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"]),
+             "bibliography.md": bibliography_page(catalog, frags["bibliography.md"])}
     for item in catalog:
         path = f"methods/{item.slug}.md"
         pages[path] = method_page(item, results[item.slug], catalog, root, frags[path], bench, peft[item.slug])

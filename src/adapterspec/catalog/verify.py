@@ -579,21 +579,24 @@ def _run_snippets(item: LoadedEntry, snippet: Snippet, cases: list[Case]) -> Non
 
 
 def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> Iterable[Check]:
+    """Each quote, looked up in the saved text of its paper, when that text is the one the bibliography records."""
     if papers is None or not papers.available:
         res.quotes = "unchecked"
         return
     res.quotes = "checked"
-    versions = {p.arxiv: p.version for p in item.entry.papers}
     for i, ev in enumerate(item.entry.evidence):
-        text = papers.text_of(ev.paper, versions.get(ev.paper))
-        if text is None:
+        record = item.papers.get(ev.paper)
+        if record is None or papers.find(record)[0] is None:
             res.quotes = "partly unchecked"
+            if record is not None:
+                res.observed.setdefault("unchecked_quotes", {})[str(i)] = papers.find(record)[1]
             continue
-        found = papers.contains(ev.paper, ev.quote)
+        found = papers.contains(record, ev.quote)
+        path, _ = papers.find(record)
         yield Check(f"quote {ev.dimension} ({ev.paper})", found,
                     "found in the paper's text" if found else
-                    f"not found in the text of arXiv:{ev.paper} ({papers.path(ev.paper)}) after normalising "
-                    "whitespace, hyphenation and NUL bytes", field=f"evidence[{i}].quote",
+                    f"not found in the text of arXiv:{record.arxiv} ({path}) after normalising whitespace, "
+                    "hyphenation and NUL bytes", field=f"evidence[{i}].quote",
                     line=None if found else item.line_of("evidence", i, "quote"))
 
 
