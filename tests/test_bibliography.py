@@ -114,3 +114,14 @@ def test_entries_without_a_bibliography_fail_with_a_hint(tmp_path):
     with pytest.raises(CatalogError) as info:
         load_catalog(root)
     assert any("unknown paper 'hu2021lora'" in str(e) and "lora.yaml" in str(e) for e in info.value.errors)
+
+
+def test_citation_cff_describes_this_version():
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert {"message", "title", "authors", "version"} <= set(cff)
+    assert all("name" in a or "family-names" in a for a in cff["authors"])
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M).group(1)
+    assert cff["version"] == version, "CITATION.cff's version must follow pyproject.toml's"
