@@ -10,8 +10,9 @@ peft's layer differs from the paper in three ways, and the conversion reproduces
   ``B_m ⋯ B_1`` multiplies ``x`` from the right, as ours does.
 
 peft builds factors 2 to m with a CUDA kernel (``fbd_cuda``, compiled on first use). Where it cannot compile it (any
-machine without CUDA) peft warns and silently sets ``boft_n_butterfly_factor`` to 1: a config asking for three
-factors gets one. The equality matrix and the speed benchmark run on CPUs, so `peft_config` installs, for peft's
+machine without CUDA; also an H200 with torch 2.11 and CUDA 13, whose dispatch macros reject the kernel's
+``input.type()``) peft warns and silently sets ``boft_n_butterfly_factor`` to 1: a config asking for three factors
+gets one. The equality matrix and the speed benchmark run on CPUs, so `peft_config` installs, for peft's
 own code to call, a plain-torch kernel computing what ``fbd_cuda`` computes (a batched block-diagonal matrix,
 ``(N, D, H, H) → (N, D·H, D·H)``, and its gradient). Everything else that runs is peft's.
 """
