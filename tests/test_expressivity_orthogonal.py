@@ -238,3 +238,11 @@ def test_ether_hyperparameter_errors_are_actionable():
         ETHER(_layer(), n=3, plus=True, two_sided=True)
     with pytest.raises(ValueError, match="at most d_in=12 with apply_GS"):
         HRA(_layer(), r=13, apply_GS=True)
+
+
+def test_hra_and_ether_capacity():
+    """HRA's count is r · d_in (capacity "r"); ETHER's does not depend on its number of blocks n (capacity None)."""
+    assert HRA.capacity == "r" and ETHER.capacity is None
+    assert [HRA(_layer(), r=r).num_trainable() for r in (2, 4, 6)] == [24, 48, 72]
+    for plus, two_sided, count in [(False, False, 12), (True, False, 24), (True, True, 2 * (12 + 8))]:
+        assert {ETHER(_layer(), n=n, plus=plus, two_sided=two_sided).num_trainable() for n in (1, 2, 4)} == {count}
