@@ -89,6 +89,19 @@ class Orthogonal(_Strict):
         "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept)")
 
 
+class PropertiesWhen(_Strict):
+    """Claims that hold only for some hyperparameters (HRA with an odd number of reflections; ETHER+ against ETHER):
+    where ``condition`` is true at a verified case's hyperparameters, the fields given here replace the entry's own."""
+
+    condition: Formula = Field(description="expression in the hyperparameters and d_in, d_out, e.g. 'plus' or "
+                               "'r % 2 == 1 or apply_GS'")
+    identity_at_init: bool | None = None
+    preserves_neuron_gram: bool | None = None
+    preserves_input_gram: bool | None = None
+    orthogonal: list[Orthogonal] | None = Field(None, max_length=8, description="replaces the entry's list ([] for "
+                                                "none)")
+
+
 class Properties(_Strict):
     """Structural claims, each checked numerically by `adapterspec verify`."""
 
@@ -106,6 +119,10 @@ class Properties(_Strict):
         default_factory=list, max_length=8,
         description="rotations or reflections of the method, each checked to be orthogonal in float64 in a "
         "randomized state")
+    when: list[PropertiesWhen] = Field(
+        default_factory=list, max_length=4,
+        description="claims that differ for some hyperparameters: each item's fields replace the ones above wherever "
+        "its condition holds (later items win); every variant is checked against the claims that apply to it")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,
