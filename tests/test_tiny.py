@@ -137,15 +137,24 @@ def _copy_task(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return seq, mask
 
 
-def test_pretrain_is_deterministic_and_learns():
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a loaded machine two threads per test contend (ten times slower), and the run is a
+    function of its arguments for a fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_pretrain_is_deterministic_and_learns(one_thread):
     config = TinyConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=9, seed=1)
     a, b = TinyTransformer(config), TinyTransformer(config)
-    la, lb = pretrain(a, _copy_task, steps=60, lr=1e-2, seed=0), pretrain(b, _copy_task, steps=60, lr=1e-2, seed=0)
-    assert la == lb and len(la) == 60
+    la, lb = pretrain(a, _copy_task, steps=40, lr=1e-2, seed=0), pretrain(b, _copy_task, steps=40, lr=1e-2, seed=0)
+    assert la == lb and len(la) == 40
     assert sum(la[-10:]) / 10 < 0.7 * sum(la[:10]) / 10
     seq, mask = _copy_task(4, torch.Generator().manual_seed(9))
-    loss = next_token_loss(a(seq), seq, mask)
-    assert torch.isclose(loss, torch.tensor(la[-1]), rtol=1.0)  # the same loss, on a fresh batch
+    assert float(next_token_loss(a(seq), seq, mask)) < sum(la[:10]) / 10  # learnt, not memorised: a fresh batch
     with pytest.raises(ValueError, match="requires_grad"):
         pretrain(a.requires_grad_(False), _copy_task, steps=1)
 

@@ -54,7 +54,9 @@ class Adapter(nn.Module):
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
         if not isinstance(base, self.base_type):
-            raise TypeError(f"{type(self).__name__} wraps an nn.{self.base_type.__name__}, got {type(base).__name__}")
+            kind = self.base_type.__name__
+            kind = f"nn.{kind}" if self.base_type.__module__.startswith("torch.nn") else kind
+            raise TypeError(f"{type(self).__name__} wraps a {kind}, got {type(base).__name__}")
         self.base = base
         self.base.requires_grad_(False)
         self.merged = False
