@@ -288,3 +288,10 @@ def test_verify_refuses_single_weight_claims_for_a_method_changing_several(head_
     (tmp_path / "b").mkdir()
     wrong = verify_entry(_entry(tmp_path / "b", formula="2 * d_model"))
     assert {c.field for c in wrong.failures} == {"properties.trainable_parameters"}
+
+
+def test_verify_refuses_a_module_whose_output_differs_in_shape_from_its_base(head_gain, tmp_path, monkeypatch):
+    monkeypatch.setattr(HeadGain, "forward", lambda self, x: Adapter.forward(self, x)[:, 1:])  # drops a position
+    result = verify_entry(_entry(tmp_path))
+    assert [c.name for c in result.failures] == ["output shape [d_model=16, n_heads=4]"]
+    assert "(3, 4, 16) where its base returns (3, 5, 16)" in result.failures[0].detail

@@ -268,7 +268,12 @@ class Case:
 def check_identity_at_init(case: Case) -> list[Check]:
     declared = case.item.entry.properties.identity_at_init
     with torch.no_grad():
-        err = _max_err(case.fresh()(case.X), case.y_base)
+        y = case.fresh()(case.X)
+    if y.shape != case.y_base.shape:
+        raise _Fail(Check(f"output shape [{case.label}]", False, f"the module returns {tuple(y.shape)} where its base "
+                          f"returns {tuple(case.y_base.shape)} for the same inputs: an adapter must return what its "
+                          "base returns (drop a soft prompt's positions, say)", field="implementation"))
+    err = _max_err(y, case.y_base)
     measured = err <= _tol(case.y_base)
     return [case.check("identity_at_init", measured == declared,
                        f"declared {declared}, measured max|y − y_base| = {err:.2e} at init", None,
