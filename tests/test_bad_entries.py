@@ -172,7 +172,8 @@ def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path)
     """PiSSA's A comes from the SVD of the layer's own weight, so claiming one copy serves every layer is caught."""
     root = tmp_path / "entries"
     root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
+                 "psoft.yaml"):
         shutil.copy(ENTRIES / name, root)
     text = (root / "pissa.yaml").read_text(encoding="utf-8")
     (root / "pissa.yaml").write_text(text.replace("properties:\n", "properties:\n  shared_across_layers: [A]\n", 1),
@@ -192,7 +193,8 @@ def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
     each is caught on OFT's non-square layers."""
     root = tmp_path / "entries"
     root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
+                 "psoft.yaml"):
         shutil.copy(ENTRIES / name, root)
     text = (root / "oft.yaml").read_text(encoding="utf-8")
     assert old in text
@@ -214,7 +216,8 @@ def test_conditional_claims_are_checked(tmp_path: Path, when, expect):
     OFT with a second variant (r = 2) and a false claim made for it alone."""
     root = tmp_path / "entries"
     root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
+                 "psoft.yaml"):
         shutil.copy(ENTRIES / name, root)
     text = (root / "oft.yaml").read_text(encoding="utf-8")
     text = text.replace("    r: 4\n", "    r: 4\n  variants:\n  - r: 2\n", 1)
@@ -227,3 +230,52 @@ def test_conditional_claims_are_checked(tmp_path: Path, when, expect):
     good = text.replace(when, "  - condition: r == 2\n    orthogonal: []\n", 1)
     (root / "oft.yaml").write_text(good, encoding="utf-8")
     assert verify_entry(load_catalog(root).entries["oft"]).ok
+
+
+def _verify_edited(tmp_path: Path, slug: str, old: str, new: str):
+    root = tmp_path / "entries"
+    root.mkdir()
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
+                 "psoft.yaml"):
+        shutil.copy(ENTRIES / name, root)
+    text = (root / f"{slug}.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (root / f"{slug}.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    return verify_entry(load_catalog(root).entries[slug])
+
+
+@pytest.mark.parametrize("slug, old, new, expect", [
+    # LoRA's update points anywhere, PiSSA's leaves the principal subspace once B and A train
+    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  update_in_top_singular_subspace: r\n", "update in top singular"),
+    ("pissa", "  rank_bound: r\n", "  rank_bound: r\n  update_in_top_singular_subspace: r\n", "update in top singular"),
+    # a subspace too small for PSOFT's update, and one too large for the check to be able to fail
+    ("psoft", "  update_in_top_singular_subspace: r\n", "  update_in_top_singular_subspace: r - 1\n", "|(I − U_kU_kᵀ)ΔW|"),
+    ("psoft", "  update_in_top_singular_subspace: r\n", "  update_in_top_singular_subspace: d_in\n", "could not fail"),
+    # PSOFT's R is r × r: declared on the input side, or for a subspace of the wrong size, it does not tile
+    ("psoft", "    side: subspace\n    dim: r\n", "    side: input\n", "the input side has"),
+    ("psoft", "    dim: r\n", "    dim: 2 * r\n", "the subspace has dim = 2 * r"),
+    ("psoft", "  - symbol: R\n", "  - symbol: B\n", "orthogonal B"),
+])
+def test_subspace_claims_are_checked(tmp_path: Path, slug, old, new, expect):
+    """A false claim that ΔW stays in W0's top singular subspace, or about PSOFT's r × r rotation, is caught."""
+    result = _verify_edited(tmp_path, slug, old, new)
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and f"{slug}.yaml" in message, message
+
+
+def test_true_subspace_claim_passes(tmp_path: Path):
+    """The check is not simply failing: PSOFT's own claim holds on its random states (every variant)."""
+    result = _verify_edited(tmp_path, "psoft", "  rank_bound: r\n", "  rank_bound: r\n")
+    checks = [c for c in result.checks if c.name.startswith("update in top singular subspace")]
+    assert result.ok and len(checks) == 8 and all(c.error is not None and c.error < 1e-12 for c in checks)
+
+
+def test_subspace_side_needs_a_dimension(tmp_path: Path):
+    root = tmp_path / "entries"
+    root.mkdir()
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "oftv2.yaml", "psoft.yaml"):
+        shutil.copy(ENTRIES / name, root)
+    text = (root / "psoft.yaml").read_text(encoding="utf-8")
+    (root / "psoft.yaml").write_text(text.replace("    dim: r\n", "", 1), encoding="utf-8")
+    with pytest.raises(CatalogError, match="exactly when side is 'subspace'"):
+        load_catalog(root)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # Every field is bounded: an entry is untrusted input, and the build must stay fast whatever it says.
 Dimension = Literal["PE", "BL", "BF", "DE", "OOD", "WA"]
@@ -85,9 +85,18 @@ class Orthogonal(_Strict):
 
     symbol: Identifier = Field(description="module symbol holding the orthogonal matrix (d × d), or a stack of "
                                "orthogonal blocks (..., b, b)")
-    side: Literal["input", "output"] = Field(
+    side: Literal["input", "output", "subspace"] = Field(
         description="input: W' = W0 Rᵀ (every neuron, a row of W0, is rotated, so W'W'ᵀ is kept); "
-        "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept)")
+        "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept); "
+        "subspace: R acts inside a smaller subspace whose dimension `dim` gives (PSOFT's r × r rotation)")
+    dim: Formula | None = Field(None, description="for side: subspace only, the dimension the blocks must tile, "
+                                "e.g. 'r'")
+
+    @model_validator(mode="after")
+    def _dim_with_subspace(self) -> "Orthogonal":
+        if (self.side == "subspace") != (self.dim is not None):
+            raise ValueError("give `dim` (the subspace's dimension, e.g. 'r') exactly when side is 'subspace'")
+        return self
 
 
 class PropertiesWhen(_Strict):
@@ -125,6 +134,9 @@ class Properties(_Strict):
         description="claims that differ for some hyperparameters: each item's fields replace the ones above wherever "
         "its condition holds (later items win); every variant is checked against the claims that apply to it")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
+    update_in_top_singular_subspace: Formula | None = Field(
+        None, description="k such that ΔW = W' − W0 lies in the span of W0's top-k singular vectors on both sides, "
+        "(I − U_kU_kᵀ)ΔW = 0 and ΔW(I − V_kV_kᵀ) = 0, e.g. 'r' (PSOFT); checked on a randomized state")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,
         description="symbols one copy of which serves every adapted layer of a model (VeRA's "

@@ -497,7 +497,8 @@ def check_neuron_gram(case: Case) -> list[Check]:
         return no
     module = case.randomized()
     with torch.no_grad():
-        W0, W = module.base.weight.detach(), module.merged_weight().detach()
+        # the pretrained weight, not base.weight: PiSSA and PSOFT keep only a residual there
+        W0, W = case.pristine.weight.detach(), module.merged_weight().detach()
         gram0 = W0 @ W0.T
         err = _max_err(W @ W.T, gram0)
     holds = err <= _tol(gram0) * 10
@@ -514,7 +515,8 @@ def check_input_gram(case: Case) -> list[Check]:
         return no
     module = case.randomized()
     with torch.no_grad():
-        W0, W = module.base.weight.detach(), module.merged_weight().detach()
+        # the pretrained weight, not base.weight: PiSSA and PSOFT keep only a residual there
+        W0, W = case.pristine.weight.detach(), module.merged_weight().detach()
         gram0 = W0.T @ W0
         err = _max_err(W.T @ W, gram0)
     holds = err <= _tol(gram0) * 10
@@ -543,14 +545,23 @@ def check_orthogonal(case: Case) -> list[Check]:
         R = R.to(DTYPE)
         eye = torch.eye(R.shape[-1], dtype=DTYPE)
         err = max(_max_err(R.mT @ R, eye.expand_as(R)), _max_err(R @ R.mT, eye.expand_as(R)))
-        size = case.d_in if o.side == "input" else case.d_out
+        if o.side == "subspace":  # a rotation inside a smaller subspace (PSOFT's r × r): it must tile `dim`
+            try:
+                size, what = int(evaluate_formula(o.dim, case.names)), f"the subspace has dim = {o.dim} ="
+            except FormulaError as e:
+                checks.append(case.check(f"orthogonal {o.symbol}", False, str(e), None, where))
+                continue
+        else:
+            size = case.d_in if o.side == "input" else case.d_out
+            what = f"the {o.side} side has"
         blocks = R.shape[-1] * (R.numel() // (R.shape[-1] ** 2))
         tiles = blocks == size
         ok = err <= 1e-12 and tiles
         detail = f"max|RᵀR − I| = {err:.2e} (float64)"
         if not tiles:
-            detail += (f"; its blocks cover {blocks} coordinates, but the {o.side} side has "
-                       f"{size} (d_{'in' if o.side == 'input' else 'out'})")
+            detail += f"; its blocks cover {blocks} coordinates, but {what} {size}"
+            if o.side != "subspace":
+                detail += f" (d_{'in' if o.side == 'input' else 'out'})"
         checks.append(case.check(f"orthogonal {o.symbol} ({o.side} side)", ok, detail, err if ok else None, where))
     return checks
 
@@ -572,11 +583,35 @@ def check_row_norms(case: Case) -> list[Check]:
                        "properties.row_norms")]
 
 
+def check_top_singular_subspace(case: Case) -> list[Check]:
+    """``ΔW = W' − W0`` (``W0`` the pretrained weight, even where the module re-splits ``base.weight``) lies in the
+    span of ``W0``'s top-``k`` left and right singular vectors: ``(I − U_kU_kᵀ)ΔW = 0`` and ``ΔW(I − V_kV_kᵀ) = 0``."""
+    expr = case.item.entry.properties.update_in_top_singular_subspace
+    if expr is None or not adapter_class(case.slug).mergeable:
+        return []
+    where = "properties.update_in_top_singular_subspace"
+    k = int(case.formula(where))
+    if not 0 < k < min(case.d_in, case.d_out):
+        return [case.check("update in top singular subspace", False, f"k = {expr} = {k}: must be between 1 and "
+                           f"min(d_in, d_out) − 1 = {min(case.d_in, case.d_out) - 1}, or the check could not fail",
+                           None, where)]
+    W0 = case.pristine.weight.detach().to(DTYPE)
+    U, _, Vh = torch.linalg.svd(W0, full_matrices=False)
+    U_k, V_k = U[:, :k], Vh[:k].T  # (d_out, k), (d_in, k)
+    with torch.no_grad():
+        dW = case.randomized().merged_weight().detach().to(DTYPE) - W0
+    err = max(_max_err(dW, U_k @ (U_k.T @ dW)), _max_err(dW, (dW @ V_k) @ V_k.T))
+    ok = err <= _tol(dW) * 10
+    return [case.check("update in top singular subspace", ok, f"k = {expr} = {k}; max of |(I − U_kU_kᵀ)ΔW| and "
+                       f"|ΔW(I − V_kV_kᵀ)| = {err:.2e} (max|ΔW| = {float(dW.abs().max()):.2e})", err if ok else None,
+                       where)]
+
+
 CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
-    check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms,
+    check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms, check_top_singular_subspace,
 )
 
 
