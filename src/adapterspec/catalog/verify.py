@@ -265,7 +265,8 @@ class Case:
             raise _Fail(Check(f"procedure_cases [{self.label}]", False, f"the module could not build its procedure "
                               f"cases: {type(exc).__name__}: {str(exc)[:300]}", field="implementation.hyperparameters",
                               line=self.item.line_of("implementation", "hyperparameters"))) from None
-        self.expected["procedures"] = [(function, expected) for function, _, expected in cases]
+        self.expected["procedures"] = [(function, expected, _call_label(function, kwargs))
+                                       for function, kwargs, expected in cases]
         return [(function, self.bind(function, {**symbols, **kwargs})) for function, kwargs, _ in cases
                 if function in self.snippet.functions]
 
@@ -276,7 +277,7 @@ class Case:
         self.outputs["forward"] = values[int(init):int(init) + N_VECTORS]
         rest = iter(values[int(init) + N_VECTORS:])
         self.outputs["procedures"] = [next(rest) if function in self.snippet.functions else None
-                                      for function, _ in self.expected["procedures"]]
+                                      for function, _, _ in self.expected["procedures"]]
 
     def fail(self, function: str, message: str) -> _Fail:
         return _Fail(Check(f"pseudocode.{function}", False, message, field="pseudocode",
@@ -379,15 +380,22 @@ def _difference(value: Any, expected: Any) -> tuple[float, str]:
     return err, "" if err <= _tol(ref) else f"differs from the module's value by {err:.2e}"
 
 
+def _call_label(function: str, kwargs: dict[str, Any]) -> str:
+    """``budget(t=4, b_0=216, ...)``: the call, with its numbers shown and its tensors elided."""
+    shown = [f"{k}={v!r}" if isinstance(v, bool | int | float) else f"{k}=…" for k, v in kwargs.items()]
+    return f"{function}({', '.join(shown)})"
+
+
 def check_procedures(case: Case) -> list[Check]:
     """Each pseudocode function the module's `Adapter.procedure_cases` names (a schedule, a score, a regulariser)
     returns, on every case it gives, what the module computes (float64, the same tolerance as the forward)."""
     by_function: dict[str, list[tuple[float, str]]] = {}
-    for (function, expected), value in zip(case.expected["procedures"], case.outputs["procedures"]):
+    for (function, expected, label), value in zip(case.expected["procedures"], case.outputs["procedures"]):
         if function not in case.snippet.functions:
             by_function.setdefault(function, []).append((float("inf"), "missing"))
             continue
-        by_function.setdefault(function, []).append(_difference(value, expected))
+        err, why = _difference(value, expected)
+        by_function.setdefault(function, []).append((err, f"{label}: {why}" if why else ""))
     checks = []
     for function, results in by_function.items():
         if results[0][1] == "missing":
@@ -398,7 +406,7 @@ def check_procedures(case: Case) -> list[Check]:
         bad = [(i, why) for i, (err, why) in enumerate(results) if why]
         worst = max(err for err, _ in results)
         detail = (f"equals the module on {len(results)} case{'s' if len(results) > 1 else ''}, max|err| {worst:.2e}"
-                  if not bad else f"case {bad[0][0] + 1} of {len(results)}: {bad[0][1]}")
+                  if not bad else f"{bad[0][1]} (case {bad[0][0] + 1} of {len(results)})")
         checks.append(case.check(f"pseudocode.{function}", not bad, detail, None if bad else worst, "pseudocode"))
     if by_function:
         case.result.observed.setdefault("procedures", {}).update({f: len(r) for f, r in by_function.items()})
