@@ -116,7 +116,8 @@ class AdaLoRA(Adapter):
         cases: list[tuple[str, dict[str, Any], Any]] = [("R", {}, self.orthogonality_regularizer().detach())]
         layers = [copy.deepcopy(self)]
         for d_in, d_out in ((self.d_in + 3, self.d_out), (self.d_in, self.d_out + 5)):
-            other = AdaLoRA(self.example_base(d_in, d_out, generator, self.base.weight.dtype), self.r, self.alpha)
+            with torch.random.fork_rng(devices=[]):  # its init draws from torch's generator: leave that as it was
+                other = AdaLoRA(self.example_base(d_in, d_out, generator, self.base.weight.dtype), self.r, self.alpha)
             with torch.no_grad():  # a trained-looking state, drawn from the generator (not torch's global one)
                 for w in (other.P, other.Lambda, other.Q):
                     w.copy_(0.3 * torch.randn(w.shape, generator=generator, dtype=w.dtype))
