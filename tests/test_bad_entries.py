@@ -279,3 +279,25 @@ def test_subspace_side_needs_a_dimension(tmp_path: Path):
     (root / "psoft.yaml").write_text(text.replace("    dim: r\n", "", 1), encoding="utf-8")
     with pytest.raises(CatalogError, match="exactly when side is 'subspace'"):
         load_catalog(root)
+
+
+@pytest.mark.parametrize("old, new, expect", [
+    ("(b_0 - b_T) * u ** 3)", "(b_0 - b_T) * u ** 2)", "pseudocode.budget"),  # a quadratic schedule
+    ("Ī = β1 * Ī + (1 - β1) * I ", "Ī = β1 * Ī + (1 - β2) * I ", "pseudocode.importance"),  # wrong EMA coefficient
+    ("return Λ * (S > τ)", "return Λ * (S >= τ)", "pseudocode.prune"),  # one triplet too many pruned
+    ("def triplet_score(s_P, s_λ, s_Q):", "def triplet_scores(s_P, s_λ, s_Q):",
+     "triplet_score(...), which the pseudocode does not define"),
+])
+def test_training_procedure_claims_are_checked(tmp_path: Path, old, new, expect):
+    """A method's training procedure (AdaLoRA's rank schedule) is verified through the pseudocode functions its module
+    names in `Adapter.procedure_cases`: a wrong schedule, a wrong coefficient, a wrong threshold or a missing function
+    fails, naming the function and the pseudocode field."""
+    root = tmp_path / "entries"
+    shutil.copytree(ENTRIES, root)
+    text = (root / "adalora.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (root / "adalora.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries["adalora"])
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and "adalora.yaml" in message, message
+    assert all(f.field == "pseudocode" for f in result.failures), message

@@ -132,6 +132,14 @@ class Adapter(nn.Module):
             out = {"W0": self.base.weight, "bias": getattr(self.base, "bias", None), **out}
         return out
 
+    def procedure_cases(self, generator: torch.Generator) -> list[tuple[str, dict[str, Any], Any]]:
+        """Claims about the method's *training procedure* (a schedule, a score, a regulariser) that the pseudocode
+        must reproduce, as ``(function, kwargs, expected)``: the pseudocode's ``function``, called with ``kwargs``
+        (its other parameters bound to `symbols`, as ``forward``'s are), must return ``expected``, which this module
+        computed. The verifier calls it on a randomized module, with a seeded ``generator`` for synthetic inputs
+        (gradients, steps). Default: none; most methods are fully described by their init and update."""
+        return []
+
     # -- behaviour written once -------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:

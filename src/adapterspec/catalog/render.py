@@ -34,7 +34,9 @@ from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.verify import Result
 from adapterspec.registry import adapter_class
 
-SECTIONS = ("init", "update")  # marked in each method file: `# --8<-- [start:init]` ... `# --8<-- [end:init]`
+# marked in each method file: `# --8<-- [start:init]` ... `# --8<-- [end:init]`; "procedure" (optional) holds a
+# training procedure that is part of the method (AdaLoRA's rank schedule)
+SECTIONS = ("init", "update", "procedure")
 MARKER = re.compile(r"<!--\s*adapterspec:([a-z-]+)\s*-->")
 
 _env = jinja2.Environment(
@@ -156,7 +158,7 @@ class Include:
 
 
 def includes(slug: str, root: Path) -> list[Include]:
-    """The ``init`` and ``update`` sections of the method's class, looked up along its base classes."""
+    """The ``init``, ``update`` (and ``procedure``) sections of the method's class, looked up along its base classes."""
     found = []
     for section in SECTIONS:
         for cls in adapter_class(slug).__mro__:

@@ -15,7 +15,9 @@ module state:
 2. the module is moved to a random non-identity state (`adapterspec.randomize_`); if its output still equals
    the base layer's, the check could not fail and verification fails;
 3. the pseudocode's ``forward`` equals the module's, input by input (a column vector ``x`` for a linear layer;
-   whatever one row of ``example_inputs`` is otherwise), with an output of the module's shape;
+   whatever one row of ``example_inputs`` is otherwise), with an output of the module's shape; each function the
+   module's `Adapter.procedure_cases` names (a training schedule, a score) returns what the module computes on its
+   cases;
 4. only adapter tensors are trainable, and the trainable-parameter formula holds; tensors declared shared across
    layers do not depend on the layer's weights;
 5. merged == unmerged (and unmerge restores every base tensor exactly) where ``mergeable``; the rank bound and the
@@ -34,6 +36,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from adapterspec.adapter import Adapter
 from adapterspec.catalog.benchmark import Benchmark
 from adapterspec.catalog.errors import EntryError
 from adapterspec.catalog.loader import Catalog, LoadedEntry
@@ -129,6 +132,16 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
         return 0.0
     diff = (a - b).abs()
     return float(diff.max()) if bool(torch.isfinite(diff).all()) else float("inf")
+
+
+@torch.no_grad()
+def _rank(module: nn.Module) -> int:
+    """The numerical rank of ``ΔW = W' − W0``. ΔW is a difference, so it carries the rounding error of ``W0`` and
+    ``W'`` (about eps · ‖W'‖), which for a small update (AdaLoRA's three small factors) exceeds matrix_rank's default
+    threshold (eps · ‖ΔW‖ · max(m, n)): singular values below max(m, n) · eps · ‖W'‖ count as zero too."""
+    dW, W = module.delta_weight(), module.merged_weight()
+    eps = torch.finfo(dW.dtype).eps * max(dW.shape)
+    return int(torch.linalg.matrix_rank(dW, atol=eps * float(torch.linalg.matrix_norm(W, ord=2)), rtol=eps))
 
 
 def _tol(reference: torch.Tensor) -> float:
@@ -266,13 +279,35 @@ class Case:
         with torch.no_grad():
             self.expected["y"] = module(self.X)
         symbols = _symbols(module)
-        return calls + [("forward", self.bind("forward", {**symbols, "x": self.X[i].clone()}))
-                        for i in range(N_VECTORS)]
+        calls += [("forward", self.bind("forward", {**symbols, "x": self.X[i].clone()})) for i in range(N_VECTORS)]
+        return calls + self.procedure_calls(symbols)
+
+    def procedure_calls(self, symbols: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The module's `Adapter.procedure_cases` (on a randomized module): each a call of a named pseudocode
+        function, its parameters bound to the case's inputs and then to the module's symbols. The expected values
+        stay here; a function the pseudocode does not define is not called, and `check_procedures` reports it."""
+        self.expected["procedures"] = []
+        if adapter_class(self.slug).procedure_cases is Adapter.procedure_cases:
+            return []  # no procedure to check: skip building another module
+        try:
+            cases = self.randomized().procedure_cases(torch.Generator().manual_seed(self.seed + 2))
+        except Exception as exc:  # noqa: BLE001 — a hyperparameter the procedure cannot use is an entry error
+            raise _Fail(Check(f"procedure_cases [{self.label}]", False, f"the module could not build its procedure "
+                              f"cases: {type(exc).__name__}: {str(exc)[:300]}", field="implementation.hyperparameters",
+                              line=self.item.line_of("implementation", "hyperparameters"))) from None
+        self.expected["procedures"] = [(function, expected, _call_label(function, kwargs))
+                                       for function, kwargs, expected in cases]
+        return [(function, self.bind(function, {**symbols, **kwargs})) for function, kwargs, _ in cases
+                if function in self.snippet.functions]
 
     def receive(self, values: list[Any]) -> None:
         """The sandbox's answers to `snippet_calls`, in the same order."""
-        self.outputs["init"] = values[0] if "init" in self.snippet.functions else None
-        self.outputs["forward"] = values[-N_VECTORS:]
+        init = "init" in self.snippet.functions
+        self.outputs["init"] = values[0] if init else None
+        self.outputs["forward"] = values[int(init):int(init) + N_VECTORS]
+        rest = iter(values[int(init) + N_VECTORS:])
+        self.outputs["procedures"] = [next(rest) if function in self.snippet.functions else None
+                                      for function, _, _ in self.expected["procedures"]]
 
     def fail(self, function: str, message: str) -> _Fail:
         return _Fail(Check(f"pseudocode.{function}", False, message, field="pseudocode",
@@ -353,6 +388,69 @@ def check_forward(case: Case) -> list[Check]:
                        + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} {noun}", worst, "pseudocode")]
 
 
+def _difference(value: Any, expected: Any) -> tuple[float, str]:
+    """max|value − expected| over a value the module computed (a tensor, a number, a bool, or a list, tuple or dict
+    of these), with a reason where the structure differs (then the error is infinite). Tensors and numbers are
+    compared in float64, so a mask may come back as booleans or as 0/1 numbers."""
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(expected):
+            got = f"{len(value)} values" if isinstance(value, (list, tuple)) else type(value).__name__
+            return float("inf"), f"returned {got}, expected {len(expected)} values"
+        worst = (0.0, "")
+        for v, e in zip(value, expected):
+            worst = max(worst, _difference(v, e), key=lambda d: (bool(d[1]), d[0]))  # a failure first
+        return worst
+    if isinstance(expected, dict):
+        if not isinstance(value, dict) or set(value) != set(expected):
+            got = ", ".join(sorted(value)) if isinstance(value, dict) else type(value).__name__
+            return float("inf"), f"returned {got}, expected keys {', '.join(sorted(expected))}"
+        return _difference([value[k] for k in sorted(expected)], [expected[k] for k in sorted(expected)])
+    if isinstance(value, bool | int | float):
+        value = torch.tensor(float(value), dtype=DTYPE)
+    if not isinstance(value, torch.Tensor):
+        return float("inf"), f"returned a {type(value).__name__}, expected a number or tensor"
+    ref = torch.as_tensor(expected).to(DTYPE)
+    if tuple(value.shape) != tuple(ref.shape):
+        return float("inf"), f"returned shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+    if value.is_complex() != ref.is_complex():
+        return float("inf"), "returned a complex value where a real one was expected, or the reverse"
+    err = _max_err(value.to(ref.dtype), ref)
+    return err, "" if err <= _tol(ref) else f"differs from the module's value by {err:.2e}"
+
+
+def _call_label(function: str, kwargs: dict[str, Any]) -> str:
+    """``budget(t=4, b_0=216, ...)``: the call, with its numbers shown and its tensors elided."""
+    shown = [f"{k}={v!r}" if isinstance(v, bool | int | float) else f"{k}=…" for k, v in kwargs.items()]
+    return f"{function}({', '.join(shown)})"
+
+
+def check_procedures(case: Case) -> list[Check]:
+    """Each pseudocode function the module's `Adapter.procedure_cases` names (a schedule, a score, a regulariser)
+    returns, on every case it gives, what the module computes (float64, the same tolerance as the forward)."""
+    by_function: dict[str, list[tuple[float, str]]] = {}
+    for (function, expected, label), value in zip(case.expected["procedures"], case.outputs["procedures"]):
+        if function not in case.snippet.functions:
+            by_function.setdefault(function, []).append((float("inf"), "missing"))
+            continue
+        err, why = _difference(value, expected)
+        by_function.setdefault(function, []).append((err, f"{label}: {why}" if why else ""))
+    checks = []
+    for function, results in by_function.items():
+        if results[0][1] == "missing":
+            checks.append(case.check(f"pseudocode.{function}", False, f"the reference module's training procedure "
+                                     f"is verified through a pseudocode function {function}(...), which the "
+                                     f"pseudocode does not define", None, "pseudocode"))
+            continue
+        bad = [(i, why) for i, (err, why) in enumerate(results) if why]
+        worst = max(err for err, _ in results)
+        detail = (f"equals the module on {len(results)} case{'s' if len(results) > 1 else ''}, max|err| {worst:.2e}"
+                  if not bad else f"{bad[0][1]} (case {bad[0][0] + 1} of {len(results)})")
+        checks.append(case.check(f"pseudocode.{function}", not bad, detail, None if bad else worst, "pseudocode"))
+    if by_function:
+        case.result.observed.setdefault("procedures", {}).update({f: len(r) for f, r in by_function.items()})
+    return checks
+
+
 def check_only_adapter_trainable(case: Case) -> list[Check]:
     module = case.randomized()
     base_params = {id(p) for p in module.base.parameters()}
@@ -429,8 +527,7 @@ def check_formulas_at_other_shapes(case: Case) -> list[Check]:
                                   f"module has {count}", None, "properties.trainable_parameters"))
         if props.rank_bound is not None and adapter_class(case.slug).has_delta_weight():
             bound = other.formula("properties.rank_bound")
-            with torch.no_grad():
-                rank = int(torch.linalg.matrix_rank(other.randomized().delta_weight()))
+            rank = _rank(other.randomized())
             checks.append(other.check("rank bound", rank <= bound, f"at a shape the verifier chose: rank(ΔW) = {rank};"
                                       f" declared ≤ {props.rank_bound} = {bound:g}", None, "properties.rank_bound"))
     if not tried:
@@ -481,8 +578,7 @@ def check_rank_bound(case: Case) -> list[Check]:
     if (no := _without_delta(case, "rank bound", "properties.rank_bound")) is not None:
         return no
     bound = case.formula("properties.rank_bound")
-    with torch.no_grad():
-        rank = int(torch.linalg.matrix_rank(case.randomized().delta_weight()))
+    rank = _rank(case.randomized())
     case.result.observed.setdefault("rank", {})[case.label] = rank
     return [case.check("rank bound", rank <= bound, f"rank(ΔW) = {rank} on a random state; declared ≤ "
                        f"{case.item.entry.properties.rank_bound} = {bound:g} (full rank would be "
@@ -608,7 +704,8 @@ def check_top_singular_subspace(case: Case) -> list[Check]:
 
 
 CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
-    check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
+    check_identity_at_init, check_init, check_non_trivial, check_forward, check_procedures,
+    check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
     check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms, check_top_singular_subspace,
