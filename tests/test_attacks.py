@@ -758,8 +758,12 @@ def attacked_site(tmp_path_factory) -> Built:
     e["caveats"][0] = _prose("caveat", ssti)
     e["evidence"][0]["claim"] += "\n\n" + _prose("claim", ssti)
     e["evidence"][0]["locator"] = "Table 2 " + HTML_PAYLOADS[0] + HTML_PAYLOADS[1]
-    e["papers"][0]["title"] = "LoRA " + HTML_PAYLOADS[0]
-    e["papers"][0]["venue"] = "ICLR " + HTML_PAYLOADS[1]
+    record_path = proj / "papers" / f"{e['papers'][0]}.yaml"  # the bibliography is untrusted input too
+    record = yaml.safe_load(record_path.read_text(encoding="utf-8"))
+    record["title"] = "LoRA " + HTML_PAYLOADS[0]
+    record["venue"] = "ICLR " + HTML_PAYLOADS[1]
+    record["authors"] = [record["authors"][0] + " " + HTML_PAYLOADS[0].replace(",", " ")]
+    record_path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=4096), encoding="utf-8")
     d = e["discrepancies"][0]
     d["aspect"] = 'init <script>alert("xss-aspect")</script> <img src=x onerror=alert("xss-aspect-img")>'
     for key in ("paper", "peft", "note"):
@@ -818,7 +822,7 @@ def _text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
-ENTRY_PAGES = ["methods/lora/index.html", "methods/index.html", "themes/index.html"]
+ENTRY_PAGES = ["methods/lora/index.html", "methods/index.html", "themes/index.html", "bibliography/index.html"]
 
 
 def test_control_page_shows_the_payloads_are_live(attacked_site: Built):
