@@ -197,3 +197,27 @@ def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
     result = verify_entry(load_catalog(root).entries["oft"])
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "oft.yaml" in message, message
+
+
+@pytest.mark.parametrize("slug, old, new, expect", [
+    # LoRA's BA points anywhere: not inside W0's top-r singular subspace on either side
+    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  svd_subspace:\n    rank: r\n    side: both\n",
+     "ΔW outside span(U_r)"),
+    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  svd_subspace:\n    rank: r\n    side: right\n",
+     "ΔW outside span(V_r)"),
+    # SVFT's update uses every one of the n = min(d_in, d_out) singular pairs: one fewer is caught
+    ("svft", "    rank: min(d_in, d_out)\n", "    rank: min(d_in, d_out) - 1\n", "svd subspace (both)"),
+    # a subspace as large as the layer holds any ΔW: a claim that could not fail is refused
+    ("svft", "    rank: min(d_in, d_out)\n", "    rank: max(d_in, d_out)\n", "could not fail"),
+])
+def test_svd_subspace_claims_are_checked(tmp_path: Path, slug, old, new, expect):
+    """ΔW declared inside W0's top-r singular subspace where it is not, or a subspace too small or too large to say
+    anything: each is caught."""
+    root = tmp_path / "entries"
+    shutil.copytree(ENTRIES, root)
+    text = (root / f"{slug}.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (root / f"{slug}.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries[slug])
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and f"{slug}.yaml" in message and "svd_subspace" in message, message

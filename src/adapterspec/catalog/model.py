@@ -100,6 +100,16 @@ class Orthogonal(_Strict):
         "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept)")
 
 
+class SVDSubspace(_Strict):
+    """Where an SVD-aligned method's update lives: inside the span of ``W0``'s top singular vectors."""
+
+    rank: Formula = Field(description="r, the number of W0's top singular triplets spanning the subspace: an "
+                          "expression in d_in, d_out and the hyperparameters, e.g. 'r' or 'min(d_in, d_out)'")
+    side: Literal["left", "right", "both"] = Field(
+        description="left: ΔW's column space ⊆ span(U_r) (ΔW = U_r U_rᵀ ΔW); right: its row space ⊆ span(V_r) "
+        "(ΔW = ΔW V_r V_rᵀ); both: the two at once")
+
+
 class Properties(_Strict):
     """Structural claims, each checked numerically by `adapterspec verify`."""
 
@@ -117,6 +127,9 @@ class Properties(_Strict):
         default_factory=list, max_length=8,
         description="rotations or reflections of the method, each checked to be orthogonal in float64 in a "
         "randomized state")
+    svd_subspace: SVDSubspace | None = Field(
+        None, description="ΔW = W' − W0 (W0 the pretrained weight) lies in the span of W0's top-r left and/or right "
+        "singular vectors, checked in float64 on a randomized state")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,

@@ -520,11 +520,50 @@ def check_row_norms(case: Case) -> list[Check]:
                        "properties.row_norms")]
 
 
+def check_svd_subspace(case: Case) -> list[Check]:
+    """``ΔW = W' − W0`` lies where an SVD-aligned method says it does: its column space inside the span of ``W0``'s
+    top-r left singular vectors (side ``left``), its row space inside that of the top-r right ones (``right``), or
+    both. ``W0`` is the pretrained weight, the pristine layer's (PiSSA-style methods rewrite ``base.weight``). A side
+    of dimension ≤ r holds whatever ΔW is; when every declared side is like that at a shape, the claim says nothing
+    there and fails, asking for a shape or hyperparameters where it could."""
+    claim = case.item.entry.properties.svd_subspace
+    if claim is None or not adapter_class(case.slug).mergeable:
+        return []
+    where = "properties.svd_subspace"
+    try:
+        r = int(evaluate_formula(claim.rank, case.names))
+    except FormulaError as e:
+        raise _Fail(Check(f"{where}.rank", False, str(e), field=f"{where}.rank",
+                          line=case.item.line_of("properties", "svd_subspace", "rank"))) from None
+    W0 = case.pristine.weight.detach().to(DTYPE)
+    with torch.no_grad():
+        dW = case.randomized().merged_weight().detach() - W0  # (d_out, d_in)
+    U, _, Vh = torch.linalg.svd(W0, full_matrices=False)
+    U_r, V_r = U[:, :max(r, 0)], Vh[:max(r, 0)].T  # (d_out, r), (d_in, r)
+    sides = ("left", "right") if claim.side == "both" else (claim.side,)
+    parts, worst, informative = [], 0.0, False
+    for side in sides:
+        if side == "left":
+            residual, size = dW - U_r @ (U_r.T @ dW), case.d_out  # the part of ΔW's columns outside span(U_r)
+        else:
+            residual, size = dW - (dW @ V_r) @ V_r.T, case.d_in  # the part of ΔW's rows outside span(V_r)
+        err = _max_err(residual, torch.zeros_like(residual))
+        worst, informative = max(worst, err), informative or r < size
+        parts.append(f"{side}: max|ΔW outside span({'U' if side == 'left' else 'V'}_r)| = {err:.2e}"
+                     + ("" if r < size else f" (vacuous: r = {r} ≥ d_{'out' if side == 'left' else 'in'} = {size})"))
+    holds = worst <= _tol(dW) * 10
+    detail = f"r = {claim.rank} = {r}; " + "; ".join(parts)
+    if not informative:
+        detail += "; at this shape the claim could not fail: verify on shapes where r < the side's dimension"
+    return [case.check(f"svd subspace ({claim.side})", holds and informative, detail, worst if holds else None,
+                       where)]
+
+
 CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_identity_at_init, check_init, check_non_trivial, check_forward, check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
-    check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms,
+    check_neuron_gram, check_input_gram, check_orthogonal, check_svd_subspace, check_row_norms,
 )
 
 

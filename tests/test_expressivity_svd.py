@@ -1,0 +1,152 @@
+"""What the SVD-aligned methods can and cannot reach, checked numerically (float64, randomized states).
+
+SVFT: ΔW = U M Vᵀ with M on a fixed pattern Ω. Plain only rescales singular values; every pattern keeps ΔW inside
+W0's column and row spaces; the reachable set is an affine space of dimension |Ω|.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adapterspec
+
+DT = torch.float64
+
+
+def layer(slug: str, d_in: int, d_out: int, base_seed: int = 0, **hp):
+    base = adapterspec.adapter_class(slug).example_base(d_in, d_out, torch.Generator().manual_seed(base_seed), DT)
+    W0 = base.weight.detach().clone()
+    return adapterspec.create(slug, base, **hp), W0
+
+
+def randomized(module, seed: int = 1):
+    return adapterspec.randomize_(module, torch.Generator().manual_seed(seed))
+
+
+def full_svd(W0):
+    U, S, Vh = torch.linalg.svd(W0, full_matrices=True)
+    return U, S, Vh.T  # U (d_out, d_out), V (d_in, d_in)
+
+
+# -- SVFT -----------------------------------------------------------------------------------------------------------
+def svft_mask(module) -> torch.Tensor:
+    mask = torch.zeros(module.n, module.n, dtype=torch.bool)
+    mask[module.indices[0], module.indices[1]] = True
+    return mask
+
+
+@pytest.mark.parametrize("pattern, d, shape", [("plain", 0, (16, 12)), ("banded", 2, (16, 12)),
+                                               ("banded", 3, (12, 20)), ("random", 2, (16, 12)),
+                                               ("top_k", 2, (10, 10))])
+def test_svft_update_has_the_pattern_of_M_in_the_singular_basis(pattern, d, shape):
+    """Uᵀ ΔW V equals M: exactly zero off Ω, the trained coefficients on it."""
+    module, W0 = layer("svft", *shape, pattern=pattern, d=d)
+    randomized(module)
+    n = min(shape)
+    U, S, Vh = torch.linalg.svd(W0, full_matrices=False)
+    # the module's U, V are W0's singular vectors up to one sign per pair
+    signs = torch.sign((U * module.U).sum(0))
+    assert torch.allclose(module.U, U * signs, atol=1e-12) and torch.allclose(module.Vh, Vh * signs[:, None], atol=1e-12)
+    with torch.no_grad():
+        C = module.U.T @ module.delta_weight() @ module.Vh.T  # (n, n)
+    mask = svft_mask(module)
+    assert C[~mask].abs().max() < 1e-13
+    torch.testing.assert_close(C, module.coefficients().detach(), rtol=0, atol=1e-13)
+    assert int(mask.sum()) == module.k == module.num_trainable()
+    assert module.k == n * (2 * d + 1) - d * (d + 1)
+
+
+def test_svft_plain_only_rescales_singular_values():
+    """Lemma (a): with M diagonal, W' = U diag(S + m) Vᵀ: the same singular vectors, singular values |S_i + m_i|."""
+    module, W0 = layer("svft", 16, 12, pattern="plain")
+    randomized(module)
+    with torch.no_grad():
+        W = module.merged_weight()
+        C = module.U.T @ W @ module.Vh.T  # (n, n) W' in W0's singular basis
+    torch.testing.assert_close(C, torch.diag(module.S + module.m.detach()), rtol=0, atol=1e-13)
+    expected = (module.S + module.m.detach()).abs().sort(descending=True).values
+    torch.testing.assert_close(torch.linalg.svdvals(W), expected, rtol=0, atol=1e-12)
+    # a coupling u_1 v_2ᵀ is out of reach: its projection onto the reachable directions is zero
+    target = torch.outer(module.U[:, 0], module.Vh[1])
+    assert (module.U.T @ target @ module.Vh.T)[svft_mask(module)].abs().max() < 1e-14
+
+
+def test_svft_band_couples_neighbouring_singular_directions_only():
+    """Banded d=1 reaches u_i v_{i±1}ᵀ, not u_1 v_3ᵀ; the nearest point of the reachable set to any target is the
+    target's coefficients on Ω (an orthogonal projection, since the u_i v_jᵀ are orthonormal)."""
+    module, W0 = layer("svft", 12, 12, pattern="banded", d=1)
+    mask = svft_mask(module)
+    assert mask[0, 1] and mask[1, 0] and not mask[0, 2]
+    g = torch.Generator().manual_seed(5)
+    target = torch.randn(12, 12, generator=g, dtype=DT)  # a ΔW to approximate
+    C = module.U.T @ target @ module.Vh.T
+    best = module.U @ (C * mask) @ module.Vh  # reachable
+    residual = target - best
+    # residual ⟂ every reachable direction u_i v_jᵀ, (i, j) ∈ Ω
+    assert (module.U.T @ residual @ module.Vh.T)[mask].abs().max() < 1e-12
+    assert residual.norm() > 0.5 * target.norm()  # a band of 34 of 144 coefficients misses most of a random ΔW
+
+
+def test_svft_cannot_leave_the_column_space_of_a_tall_W0_even_with_dense_M():
+    """Lemma (b) assumes the full SVD; with the thin SVD (the official code, Table 7's counts) a tall layer's
+    update stays in W0's column space, so a target writing an orthogonal output direction is unreachable."""
+    module, W0 = layer("svft", 8, 14, pattern="banded", d=7)  # n = 8, d = n - 1: M dense, |Ω| = n²
+    assert module.k == 64
+    U_full, _, V_full = full_svd(W0)
+    w = U_full[:, -1]  # an output direction W0 never writes (⟂ its column space)
+    target = torch.outer(w, V_full[:, 0])  # ΔW* = w v_1ᵀ
+    C = module.U.T @ target @ module.Vh.T
+    assert C.abs().max() < 1e-13  # its best reachable approximation is 0: nothing of it is reachable
+    randomized(module)
+    with torch.no_grad():
+        dW = module.delta_weight()
+    assert (w @ dW).abs().max() < 1e-13
+
+
+def test_svft_dense_M_reaches_any_update_of_a_square_full_rank_W0():
+    """Lemma (b) holds for square, full-rank W0: with d = n - 1, M = Uᵀ ΔW* V reproduces any target."""
+    module, W0 = layer("svft", 10, 10, pattern="banded", d=9)
+    target = torch.randn(10, 10, generator=torch.Generator().manual_seed(9), dtype=DT)
+    with torch.no_grad():
+        C = module.U.T @ target @ module.Vh.T
+        module.m.copy_(C[module.indices[0], module.indices[1]])
+        torch.testing.assert_close(module.delta_weight(), target, rtol=0, atol=1e-12)
+
+
+def test_svft_rank_grows_with_the_pattern_not_with_the_parameter_count_alone():
+    """Lemma (c): rank(ΔW) ≤ min(|Ω|, n); Plain with n coefficients already gives a full-rank update, where a LoRA
+    with the same count (r(d_in + d_out) ≥ n) has rank r = 1 at most."""
+    module, _ = layer("svft", 32, 24, pattern="plain")
+    randomized(module)
+    with torch.no_grad():
+        assert int(torch.linalg.matrix_rank(module.delta_weight())) == 24  # 24 parameters, rank 24
+    lora, _ = layer("lora", 32, 24, r=1)  # 56 parameters, rank 1
+    randomized(lora)
+    with torch.no_grad():
+        assert int(torch.linalg.matrix_rank(lora.delta_weight())) == 1
+
+
+def test_svft_top_k_keeps_the_most_aligned_pairs():
+    module, _ = layer("svft", 10, 10, pattern="top_k", d=1)
+    score = (module.U.T @ module.Vh.T).abs()  # |u_iᵀ v_j|
+    mask = svft_mask(module)
+    assert score[mask].min() >= score[~mask].max()
+    assert int(mask.sum()) == 10 * 3 - 2
+
+
+def test_svft_random_pattern_is_distinct_and_reproducible():
+    a, _ = layer("svft", 16, 12, pattern="random", d=2, seed=3)
+    b, _ = layer("svft", 16, 12, pattern="random", d=2, seed=3)
+    c, _ = layer("svft", 16, 12, pattern="random", d=2, seed=4)
+    assert torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
+    assert len(set(map(tuple, a.indices.T.tolist()))) == a.k  # k distinct positions, one parameter each
+
+
+@pytest.mark.parametrize("hp, match", [(dict(pattern="plain", d=1), "d must be 0"),
+                                       (dict(pattern="banded", d=12), "d must be between"),
+                                       (dict(pattern="top_k", d=1), "needs d_in = d_out"),
+                                       (dict(pattern="diag"), "pattern must be one of")])
+def test_svft_bad_hyperparameters_are_named(hp, match):
+    with pytest.raises(ValueError, match=match):
+        layer("svft", 16, 12, **hp)
