@@ -150,3 +150,84 @@ def test_svft_random_pattern_is_distinct_and_reproducible():
 def test_svft_bad_hyperparameters_are_named(hp, match):
     with pytest.raises(ValueError, match=match):
         layer("svft", 16, 12, **hp)
+
+
+# -- SSVD -----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(16, 12), (12, 20)])
+@pytest.mark.parametrize("constraint", ["cayley", "neumann", "none"])
+def test_ssvd_keeps_every_left_singular_vector(shape, constraint):
+    """Only the right singular vectors turn: W'W'ᵀ = U diag(σ'²) Uᵀ stays diagonal in W0's left singular basis, with
+    the top-k singular values shifted to |σ_i + Δσ_i| (exactly so when G_k is orthogonal) and the rest unchanged."""
+    k = 4
+    module, W0 = layer("ssvd", *shape, k=k, constraint=constraint)
+    randomized(module)
+    U, S, V = full_svd(W0)
+    with torch.no_grad():
+        W = module.merged_weight()
+        gram = U.T @ W @ W.T @ U  # (d_out, d_out)
+        G = module.G()
+    off = gram - torch.diag(torch.diagonal(gram))
+    if constraint == "cayley":
+        assert off.abs().max() < 1e-12
+        s_new = (module.S + module.dSigma.detach()).abs()
+        torch.testing.assert_close(torch.diagonal(gram)[:k], s_new**2, rtol=0, atol=1e-12)
+    else:  # G_k not orthogonal: U stays the output basis of the top block, but the gains mix
+        torch.testing.assert_close(module.U.T @ W @ W.T @ module.U,  # module's signs for U_k, G_k
+                                   torch.diag(module.S + module.dSigma.detach()) @ G @ G.T
+                                   @ torch.diag(module.S + module.dSigma.detach()), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.diagonal(gram)[k:min(shape)], S[k:] ** 2, rtol=0, atol=1e-12)
+
+
+def test_ssvd_is_a_singular_value_shift_then_an_input_side_rotation_inside_span_V_k():
+    """W' = (W0 + U_k ΔΣ_k V_kᵀ) Rᵀ with R orthogonal, R = I on the orthogonal complement of span(V_k)."""
+    module, W0 = layer("ssvd", 16, 12, k=4)
+    randomized(module)
+    with torch.no_grad():
+        R = module.rotation()
+        scaled = W0 + module.U @ torch.diag(module.dSigma) @ module.Vh
+        torch.testing.assert_close(module.merged_weight(), scaled @ R.T, rtol=0, atol=1e-13)
+        torch.testing.assert_close(R.T @ R, torch.eye(16, dtype=DT), rtol=0, atol=1e-13)
+        _, _, V = full_svd(W0)
+        rest = V[:, 4:]  # right singular directions outside the top 4 (and W0's null space)
+        torch.testing.assert_close(R @ rest, rest, rtol=0, atol=1e-13)
+        assert torch.linalg.det(module.G()) > 0  # the Cayley map gives rotations only, never a reflection
+
+
+def test_ssvd_cannot_turn_an_output_direction_and_none_reaches_any_top_block():
+    """The strict top-k block B = U_kᵀ W' V_k is diag(σ')·G_k: BBᵀ diagonal. A target that rotates the output basis
+    (B = Σ_k + ε E_12) has BBᵀ non-diagonal, so no strict SSVD state reaches it; the unconstrained G_k does."""
+    k = 3
+    module, W0 = layer("ssvd", 12, 12, k=k, constraint="none")
+    target_B = torch.diag(module.S).clone()
+    target_B[0, 1] = 0.3  # output direction u_1 also reads v_2
+    BBt = target_B @ target_B.T
+    assert (BBt - torch.diag(torch.diagonal(BBt))).abs().max() > 0.1  # not of the strict form
+    with torch.no_grad():
+        module.G_free.copy_(torch.linalg.solve(torch.diag(module.S), target_B))  # ΔΣ = 0, G_k = Σ_k⁻¹ B
+        B = module.U.T @ module.merged_weight() @ module.Vh.T
+    torch.testing.assert_close(B, target_B, rtol=0, atol=1e-12)
+    assert module.num_trainable() == k * k + k
+
+
+def test_ssvd_neumann_rotation_is_orthogonal_only_to_second_order():
+    """Eq. 13: G_k = I − 2K, so G_kᵀG_k = I − 4K² (K skew): the error is exactly 4‖KᵀK‖, second order in K."""
+    module, _ = layer("ssvd", 16, 12, k=5, constraint="neumann")
+    for scale in (1e-2, 1e-1):
+        with torch.no_grad():
+            module.q.copy_(scale * torch.randn(module.q.shape, generator=torch.Generator().manual_seed(0), dtype=DT))
+            G, K = module.G(), module.symbols()["K"]
+        torch.testing.assert_close(G.T @ G - torch.eye(5, dtype=DT), -4 * K @ K, rtol=0, atol=1e-14)
+    assert module.num_trainable() == 5 * 6 // 2
+
+
+def test_ssvd_parameter_counts():
+    for constraint, expected in (("cayley", 10 * 11 // 2), ("neumann", 10 * 11 // 2), ("none", 10 * 10 + 10)):
+        module, _ = layer("ssvd", 16, 12, k=10, constraint=constraint)
+        assert module.num_trainable() == expected
+
+
+@pytest.mark.parametrize("hp, match", [(dict(k=0), "k must be between 1 and"), (dict(k=13), "k must be between"),
+                                       (dict(constraint="exact"), "constraint must be one of")])
+def test_ssvd_bad_hyperparameters_are_named(hp, match):
+    with pytest.raises(ValueError, match=match):
+        layer("ssvd", 16, 12, **hp)
