@@ -231,3 +231,95 @@ def test_ssvd_parameter_counts():
 def test_ssvd_bad_hyperparameters_are_named(hp, match):
     with pytest.raises(ValueError, match=match):
         layer("ssvd", 16, 12, **hp)
+
+
+# -- AntiPaSTO ------------------------------------------------------------------------------------------------------
+def delta_at(module, alpha):
+    module.alpha = alpha
+    with torch.no_grad():
+        return module.delta_weight()
+
+
+def test_antipasto_poles_are_exact_inverses_and_zero_is_the_base_model():
+    """R(−α) = R(α)ᵀ = R(α)⁻¹ exactly (Cayley), and W'(0) = W0 in any state."""
+    module, W0 = layer("antipasto", 16, 12, r=5)
+    randomized(module)
+    with torch.no_grad():
+        Rp, Rm = module.R_r(1.0), module.R_r(-1.0)
+    torch.testing.assert_close(Rm, Rp.T, rtol=0, atol=1e-14)
+    torch.testing.assert_close(Rp @ Rm, torch.eye(5, dtype=DT), rtol=0, atol=1e-14)
+    assert delta_at(module, 0.0).abs().max() == 0
+
+
+def test_antipasto_steering_is_antiparallel_to_first_order():
+    """ΔW(α) + ΔW(−α) = O(α²) while ΔW(α) = O(α): halving α halves the relative asymmetry."""
+    module, _ = layer("antipasto", 16, 12, r=4)
+    randomized(module)
+    ratios = []
+    for alpha in (0.2, 0.1, 0.05):
+        plus, minus = delta_at(module, alpha), delta_at(module, -alpha)
+        ratios.append(float((plus + minus).norm() / plus.norm()))
+    assert ratios[0] < 0.05
+    assert abs(ratios[1] / ratios[0] - 0.5) < 0.05 and abs(ratios[2] / ratios[1] - 0.5) < 0.05
+
+
+def test_antipasto_keeps_left_singular_vectors_and_equals_strict_ssvd():
+    """At a fixed α, AntiPaSTO on the top r triplets is SSVD (strict) with K = (α/2)·A_c and ΔΣ = α·ΔS."""
+    import math
+
+    r, alpha = 4, -0.7
+    ap, W0 = layer("antipasto", 16, 12, r=r, alpha=alpha)
+    ss, _ = layer("ssvd", 16, 12, k=r)
+    randomized(ap)
+    with torch.no_grad():
+        A = ap.symbols()["A"]
+        A_c = ap.a_limit * torch.tanh(A / ap.a_limit)
+        K = alpha / 2 * A_c
+        rows, cols = torch.triu_indices(r, r, offset=1)
+        ss.q.copy_(K[rows, cols])
+        ss.dSigma.copy_(alpha * ap.dS)
+        torch.testing.assert_close(ap.merged_weight(), ss.merged_weight(), rtol=0, atol=1e-13)
+        W = ap.merged_weight()
+        gram = ap.U.T @ W @ W.T @ ap.U
+    torch.testing.assert_close(gram, torch.diag((ap.S + alpha * ap.dS.detach()) ** 2), rtol=0, atol=1e-12)
+    assert ap.a_limit == pytest.approx(2 * math.tan(math.pi / 6))
+
+
+def rotation_angles(R):
+    return torch.linalg.eigvals(R).angle().abs()
+
+
+def test_antipasto_soft_clamp_bounds_the_angle_only_for_a_single_plane():
+    """Eq. 8 bounds each entry of A by a = 2 tan(θmax/2), which bounds the rotation angle for r = 2; for r > 2 the
+    spectral norm of A_c, and with it the angle, can go far beyond θmax."""
+    import math
+
+    for r in (2, 8):
+        module, _ = layer("antipasto", 16, 12, r=r)  # θmax = π/3
+        with torch.no_grad():
+            module.q.fill_(100.0)  # every entry saturates the clamp
+            angle = float(rotation_angles(module.R_r()).max())
+        if r == 2:
+            assert angle <= math.pi / 3 + 1e-9
+        else:
+            assert angle > 2 * math.pi / 3  # more than twice θmax
+
+
+def test_antipasto_select_dims_moves_the_subspace_and_keeps_identity():
+    module, W0 = layer("antipasto", 16, 12, r=3)
+    X = torch.randn(64, 16, generator=torch.Generator().manual_seed(2), dtype=DT)
+    scores = module.wanda_scores(X)
+    assert scores.shape == (12,)
+    module.select_dims(torch.arange(12, dtype=DT))  # the three smallest singular triplets
+    _, S, _ = torch.linalg.svd(W0)
+    torch.testing.assert_close(module.S, S[-3:], rtol=0, atol=1e-12)
+    x = torch.randn(4, 16, dtype=DT)
+    torch.testing.assert_close(module(x), torch.nn.functional.linear(x, W0, module.base.bias), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="one entry per singular triplet"):
+        module.select_dims(torch.arange(5))
+
+
+@pytest.mark.parametrize("hp, match", [(dict(r=0), "r must be between 1 and"), (dict(theta_max=4.0), "theta_max")])
+def test_antipasto_bad_hyperparameters_are_named(hp, match):
+    with pytest.raises(ValueError, match=match):
+        layer("antipasto", 16, 12, **hp)
