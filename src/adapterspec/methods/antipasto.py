@@ -17,6 +17,7 @@ class AntiPaSTO(Adapter):
 
     $$W = U S V^\top + W_{res},\qquad
       W'(\alpha) = U\,(S + \alpha\,\Delta S)\,R(\alpha)\,V^\top + W_{res},$$
+
     $$R(\alpha) = \big(I - \tfrac{\alpha}{2} A_c\big)\big(I + \tfrac{\alpha}{2} A_c\big)^{-1},\qquad
       A_c = a\,\tanh(A / a),\quad a = 2\tan(\theta_{max}/2),\quad A = -A^\top$$
 
