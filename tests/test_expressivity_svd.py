@@ -2,6 +2,10 @@
 
 SVFT: ΔW = U M Vᵀ with M on a fixed pattern Ω. Plain only rescales singular values; every pattern keeps ΔW inside
 W0's column and row spaces; the reachable set is an affine space of dimension |Ω|.
+SSVD: only the top-k right singular vectors turn (G_k) and the top-k singular values shift; W0's left singular vectors
+are kept; the first-order G_k is orthogonal only to second order; an unconstrained G_k reaches any top-k block.
+AntiPaSTO: SSVD-strict at each α, with R(−α) = R(α)ᵀ exactly, ΔW(α) + ΔW(−α) = O(α²), and a soft clamp that bounds
+the rotation angle only for r = 2.
 """
 
 from __future__ import annotations
