@@ -245,12 +245,12 @@ def _verify_edited(tmp_path: Path, slug: str, old: str, new: str):
 
 
 @pytest.mark.parametrize("slug, old, new, expect", [
-    # LoRA's update points anywhere, PiSSA's leaves the principal subspace once B and A train
-    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  update_in_top_singular_subspace: r\n", "update in top singular"),
-    ("pissa", "  rank_bound: r\n", "  rank_bound: r\n  update_in_top_singular_subspace: r\n", "update in top singular"),
+    # PiSSA's update leaves the principal subspace once B and A train
+    ("pissa", "  rank_bound: r\n", "  rank_bound: r\n  svd_subspace:\n    rank: r\n    side: both\n",
+     "ΔW outside span(U_r)"),
     # a subspace too small for PSOFT's update, and one too large for the check to be able to fail
-    ("psoft", "  update_in_top_singular_subspace: r\n", "  update_in_top_singular_subspace: r - 1\n", "|(I − U_kU_kᵀ)ΔW|"),
-    ("psoft", "  update_in_top_singular_subspace: r\n", "  update_in_top_singular_subspace: d_in\n", "could not fail"),
+    ("psoft", "    rank: r\n    side: both\n", "    rank: r - 1\n    side: both\n", "svd subspace (both)"),
+    ("psoft", "    rank: r\n    side: both\n", "    rank: max(d_in, d_out)\n    side: both\n", "could not fail"),
     # PSOFT's R is r × r: declared on the input side, or for a subspace of the wrong size, it does not tile
     ("psoft", "    side: subspace\n    dim: r\n", "    side: input\n", "the input side has"),
     ("psoft", "    dim: r\n", "    dim: 2 * r\n", "the subspace has dim = 2 * r"),
@@ -266,7 +266,7 @@ def test_subspace_claims_are_checked(tmp_path: Path, slug, old, new, expect):
 def test_true_subspace_claim_passes(tmp_path: Path):
     """The check is not simply failing: PSOFT's own claim holds on its random states (every variant)."""
     result = _verify_edited(tmp_path, "psoft", "  rank_bound: r\n", "  rank_bound: r\n")
-    checks = [c for c in result.checks if c.name.startswith("update in top singular subspace")]
+    checks = [c for c in result.checks if c.name.startswith("svd subspace")]
     assert result.ok and len(checks) == 8 and all(c.error is not None and c.error < 1e-12 for c in checks)
 
 
@@ -301,3 +301,27 @@ def test_training_procedure_claims_are_checked(tmp_path: Path, old, new, expect)
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "adalora.yaml" in message, message
     assert all(f.field == "pseudocode" for f in result.failures), message
+
+
+@pytest.mark.parametrize("slug, old, new, expect", [
+    # LoRA's BA points anywhere: not inside W0's top-r singular subspace on either side
+    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  svd_subspace:\n    rank: r\n    side: both\n",
+     "ΔW outside span(U_r)"),
+    ("lora", "  rank_bound: r\n", "  rank_bound: r\n  svd_subspace:\n    rank: r\n    side: right\n",
+     "ΔW outside span(V_r)"),
+    # SVFT's update uses every one of the n = min(d_in, d_out) singular pairs: one fewer is caught
+    ("svft", "    rank: min(d_in, d_out)\n", "    rank: min(d_in, d_out) - 1\n", "svd subspace (both)"),
+    # a subspace as large as the layer holds any ΔW: a claim that could not fail is refused
+    ("svft", "    rank: min(d_in, d_out)\n", "    rank: max(d_in, d_out)\n", "could not fail"),
+])
+def test_svd_subspace_claims_are_checked(tmp_path: Path, slug, old, new, expect):
+    """ΔW declared inside W0's top-r singular subspace where it is not, or a subspace too small or too large to say
+    anything: each is caught."""
+    root = tmp_path / "entries"
+    shutil.copytree(ENTRIES, root)
+    text = (root / f"{slug}.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (root / f"{slug}.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries[slug])
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and f"{slug}.yaml" in message and "svd_subspace" in message, message

@@ -112,6 +112,16 @@ class PropertiesWhen(_Strict):
                                                 "none)")
 
 
+class SVDSubspace(_Strict):
+    """Where an SVD-aligned method's update lives: inside the span of ``W0``'s top singular vectors."""
+
+    rank: Formula = Field(description="r, the number of W0's top singular triplets spanning the subspace: an "
+                          "expression in d_in, d_out and the hyperparameters, e.g. 'r' or 'min(d_in, d_out)'")
+    side: Literal["left", "right", "both"] = Field(
+        description="left: ΔW's column space ⊆ span(U_r) (ΔW = U_r U_rᵀ ΔW); right: its row space ⊆ span(V_r) "
+        "(ΔW = ΔW V_r V_rᵀ); both: the two at once")
+
+
 class Properties(_Strict):
     """Structural claims, each checked numerically by `adapterspec verify`."""
 
@@ -133,10 +143,10 @@ class Properties(_Strict):
         default_factory=list, max_length=4,
         description="claims that differ for some hyperparameters: each item's fields replace the ones above wherever "
         "its condition holds (later items win); every variant is checked against the claims that apply to it")
+    svd_subspace: SVDSubspace | None = Field(
+        None, description="ΔW = W' − W0 (W0 the pretrained weight) lies in the span of W0's top-r left and/or right "
+        "singular vectors, checked in float64 on a randomized state")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
-    update_in_top_singular_subspace: Formula | None = Field(
-        None, description="k such that ΔW = W' − W0 lies in the span of W0's top-k singular vectors on both sides, "
-        "(I − U_kU_kᵀ)ΔW = 0 and ΔW(I − V_kV_kᵀ) = 0, e.g. 'r' (PSOFT); checked on a randomized state")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,
         description="symbols one copy of which serves every adapted layer of a model (VeRA's "

@@ -679,27 +679,42 @@ def check_row_norms(case: Case) -> list[Check]:
                        "properties.row_norms")]
 
 
-def check_top_singular_subspace(case: Case) -> list[Check]:
-    """``ΔW = W' − W0`` (``W0`` the pretrained weight, even where the module re-splits ``base.weight``) lies in the
-    span of ``W0``'s top-``k`` left and right singular vectors: ``(I − U_kU_kᵀ)ΔW = 0`` and ``ΔW(I − V_kV_kᵀ) = 0``."""
-    expr = case.item.entry.properties.update_in_top_singular_subspace
-    if expr is None or not adapter_class(case.slug).mergeable:
+def check_svd_subspace(case: Case) -> list[Check]:
+    """``ΔW = W' − W0`` lies where an SVD-aligned method says it does: its column space inside the span of ``W0``'s
+    top-r left singular vectors (side ``left``), its row space inside that of the top-r right ones (``right``), or
+    both. ``W0`` is the pretrained weight, the pristine layer's (PiSSA-style methods rewrite ``base.weight``). A side
+    of dimension ≤ r holds whatever ΔW is; when every declared side is like that at a shape, the claim says nothing
+    there and fails, asking for a shape or hyperparameters where it could."""
+    claim = case.item.entry.properties.svd_subspace
+    if claim is None or not adapter_class(case.slug).mergeable:
         return []
-    where = "properties.update_in_top_singular_subspace"
-    k = int(case.formula(where))
-    if not 0 < k < min(case.d_in, case.d_out):
-        return [case.check("update in top singular subspace", False, f"k = {expr} = {k}: must be between 1 and "
-                           f"min(d_in, d_out) − 1 = {min(case.d_in, case.d_out) - 1}, or the check could not fail",
-                           None, where)]
+    where = "properties.svd_subspace"
+    try:
+        r = int(evaluate_formula(claim.rank, case.names))
+    except FormulaError as e:
+        raise _Fail(Check(f"{where}.rank", False, str(e), field=f"{where}.rank",
+                          line=case.item.line_of("properties", "svd_subspace", "rank"))) from None
     W0 = case.pristine.weight.detach().to(DTYPE)
-    U, _, Vh = torch.linalg.svd(W0, full_matrices=False)
-    U_k, V_k = U[:, :k], Vh[:k].T  # (d_out, k), (d_in, k)
     with torch.no_grad():
-        dW = case.randomized().merged_weight().detach().to(DTYPE) - W0
-    err = max(_max_err(dW, U_k @ (U_k.T @ dW)), _max_err(dW, (dW @ V_k) @ V_k.T))
-    ok = err <= _tol(dW) * 10
-    return [case.check("update in top singular subspace", ok, f"k = {expr} = {k}; max of |(I − U_kU_kᵀ)ΔW| and "
-                       f"|ΔW(I − V_kV_kᵀ)| = {err:.2e} (max|ΔW| = {float(dW.abs().max()):.2e})", err if ok else None,
+        dW = case.randomized().merged_weight().detach() - W0  # (d_out, d_in)
+    U, _, Vh = torch.linalg.svd(W0, full_matrices=False)
+    U_r, V_r = U[:, :max(r, 0)], Vh[:max(r, 0)].T  # (d_out, r), (d_in, r)
+    sides = ("left", "right") if claim.side == "both" else (claim.side,)
+    parts, worst, informative = [], 0.0, False
+    for side in sides:
+        if side == "left":
+            residual, size = dW - U_r @ (U_r.T @ dW), case.d_out  # the part of ΔW's columns outside span(U_r)
+        else:
+            residual, size = dW - (dW @ V_r) @ V_r.T, case.d_in  # the part of ΔW's rows outside span(V_r)
+        err = _max_err(residual, torch.zeros_like(residual))
+        worst, informative = max(worst, err), informative or r < size
+        parts.append(f"{side}: max|ΔW outside span({'U' if side == 'left' else 'V'}_r)| = {err:.2e}"
+                     + ("" if r < size else f" (vacuous: r = {r} ≥ d_{'out' if side == 'left' else 'in'} = {size})"))
+    holds = worst <= _tol(dW) * 10
+    detail = f"r = {claim.rank} = {r}; " + "; ".join(parts)
+    if not informative:
+        detail += "; at this shape the claim could not fail: verify on shapes where r < the side's dimension"
+    return [case.check(f"svd subspace ({claim.side})", holds and informative, detail, worst if holds else None,
                        where)]
 
 
@@ -708,7 +723,7 @@ CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
-    check_neuron_gram, check_input_gram, check_orthogonal, check_row_norms, check_top_singular_subspace,
+    check_neuron_gram, check_input_gram, check_orthogonal, check_svd_subspace, check_row_norms,
 )
 
 
