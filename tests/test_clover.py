@@ -13,7 +13,8 @@ What CLOVER can change in a head, and what it cannot:
   raw head dimensions;
 * the update to ``k_proj`` is full rank across heads and rank $\\le r$ within each head; ``q_proj`` and ``o_proj``
   never move after init;
-* the count $2Hh^2 = 2Dh$ equals LoRA of rank $h/4$ on the four projections (Appendix A.2's arithmetic).
+* the count $2Hh^2 = 2Dh$ equals LoRA of rank $h/4$ on the four projections (our arithmetic), and Appendix A.2's
+  per-layer totals for LLaMA-2-7B are equal (1,753,088).
 """
 
 from __future__ import annotations
