@@ -130,7 +130,7 @@ def scatter_svg(points: list[dict], x: str, x_label: str, log_x: bool, title: st
     out.append(f'<text x="14" y="{top + ph / 2}" font-size="12" text-anchor="middle" fill="currentColor" '
                f'transform="rotate(-90 14 {top + ph / 2})">GSM8K test accuracy</text>')
     colour = {"catalog": "#e6550d", "reference": "#3b82c4", "other": "currentColor"}
-    placed: list[tuple[float, float, float, float]] = []
+    labelled = []
     order = sorted(points, key=lambda p: {"other": 0, "catalog": 1, "reference": 2}[p["kind"]])
     for p in order:
         if not p[x] or p[x] <= 0:
@@ -147,20 +147,23 @@ def scatter_svg(points: list[dict], x: str, x_label: str, log_x: bool, title: st
                  else f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{c}"{faint}>')
         out.append(f'{shape}<title>{tip}</title></{"rect" if p["kind"] == "reference" else "circle"}>')
         if p.get("label"):
-            w, h = 6.3 * len(p["label"]) + 2, 12
-            spot = None
-            for dy in (0, -12, 12, -24, 24, -36, 36):
-                box = (px + 7, py - 8 + dy, px + 7 + w, py - 8 + dy + h)
-                if box[2] > W - 2:
-                    box = (px - 7 - w, box[1], px - 7, box[3])
-                if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
-                    spot = box
-                    break
-            if spot is None:
-                continue  # the point keeps its tooltip and its row in the table below
-            placed.append(spot)
-            out.append(f'<text x="{spot[0]:.1f}" y="{spot[1] + 10:.1f}" font-size="11" fill="currentColor">'
-                       f'{html.escape(p["label"])}</text>')
+            labelled.append((py, px, p["label"]))
+    # Labels sit in a column right of the plot, in the order of their points' heights, each joined to its point by a
+    # thin leader line: no label covers a point, however crowded the cluster.
+    labelled.sort()
+    step, ys, floor_ = 13.0, [], top + 4
+    for py, _, _ in labelled:
+        ys.append(max(py, floor_))
+        floor_ = ys[-1] + step
+    overflow = (ys[-1] - (top + ph)) if ys else 0
+    if overflow > 0:  # push the column up, keeping the spacing
+        for i in range(len(ys) - 1, -1, -1):
+            ys[i] = min(ys[i], top + ph - (len(ys) - 1 - i) * step)
+    column = left + pw + 12
+    for (py, px, text), ly in zip(labelled, ys):
+        out.append(f'<polyline points="{px:.1f},{py:.1f} {column - 8:.1f},{ly:.1f} {column - 3:.1f},{ly:.1f}" '
+                   f'fill="none" stroke="currentColor" stroke-opacity="0.3" stroke-width="0.8"/>'
+                   f'<text x="{column:.1f}" y="{ly + 4:.1f}" font-size="11" fill="currentColor">{html.escape(text)}</text>')
     label = html.escape(summary)
     return (f'<figure class="adapterspec-plot"><svg class="adapterspec-figure" viewBox="0 0 {W} {H}" width="{W}" '
             f'role="img" aria-label="{label}"><title>{html.escape(title)}</title><desc>{label}</desc>{"".join(out)}'

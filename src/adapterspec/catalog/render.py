@@ -211,7 +211,9 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
     e = item.entry
     comparison = compare(bench, e.benchmark) if bench is not None else None
     g = grade(e, comparison)
+    glance = _glance(item, result, g, comparison, peft)
     return _env.get_template("method.md.j2").render(
+        glance=glance,
         frag=frag, reference_venue=reference_venue, peft_eq=peft[0], peft_note=peft[1], **_converter_doc(e.module_slug, root),
         comparison=comparison, setting=SETTING, bench_folder=bench.folder if bench else None,
         contradictions=_contradictions(e, comparison),
@@ -222,6 +224,42 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
         cls=adapter_class(e.module_slug),
         source_path=Path(inspect.getfile(adapter_class(e.module_slug))).resolve().relative_to(root.resolve()).as_posix(),
     )
+
+
+def _glance(item: LoadedEntry, result: Result, g, comparison: Comparison | None, peft: tuple[object, str]) -> str:
+    """The card that opens a method page: hypothesis, update rule, parameter formula, key properties, both scores,
+    peft equality and the ΔW figure (autoescaped; prose through `prose`, figures drawn from measured numbers)."""
+    from markupsafe import Markup
+
+    e = item.entry
+    layer = explorer.DEFAULT_LAYER
+    expr = e.properties.trainable_parameters
+    n = explorer.count(e.module_slug, expr, *layer)
+    eq, note = peft
+    best = comparison.best if comparison else None
+    bench_line = None
+    if best is not None:
+        bench_line = (f"{100 * best.test_accuracy:.1f}% on GSM8K ({best.experiment})"
+                      + (f", {100 * (best.test_accuracy - comparison.lora.test_accuracy):+.1f} vs LoRA r32"
+                         if comparison.lora and best.name != comparison.lora.name else ""))
+    elif comparison is not None and comparison.runs:
+        bench_line = "every run failed to train"
+    fig = result.observed.get("figure")
+    figure = (Markup(f'<div class="adapterspec-figures">{figures.delta_svg(fig, e.name)}'
+                     f'{figures.spectrum_svg(fig, e.name)}</div>') if fig else None)
+    return _html.get_template("glance.html.j2").render(
+        testable=Markup(prose.render_inline(e.testable_hypothesis)),
+        math=[line for line in e.math.strip().splitlines() if line.strip()], props=e.properties,
+        graded=g.graded, replicated=g.replicated, claimed=g.score, max_score=MAX_SCORE,
+        contradicted=g.contradicted, reproduced=g.reproduced, layer=layer, params=n,
+        params_pct=_pct(n, layer[0], layer[1]) if n is not None else None,
+        names_note=", ".join(f"{k} = {v}" for k, v in explorer.names_for(e.module_slug, expr, *layer).items()
+                             if k in explorer.formula_names(expr) and k not in ("d_in", "d_out")),
+        ok=result.ok, checks=len(result.checks), max_error=f"{result.max_error:.1e}" if result.max_error else "0",
+        peft=(f"equal to {eq.peft_layer}, {len(eq.cases)} cases, max relative error {eq.worst('float32'):.1e}"
+              if eq is not None and eq.ok else None),
+        peft_note=(note if eq is None else "differs").rstrip(".") or "—", bench=bench_line,
+        figure=figure, fig_shape=fig["shape"] if fig else None)
 
 
 SPEED_TARGET = 1.5  # ours / peft, forward + backward

@@ -71,10 +71,12 @@ class LNTuning(Adapter):
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            gamma0 = self._W_unmerged if self.merged else self.base.weight  # (d,) the pretrained gain
+            # (d,) the pretrained gain
+            gamma0 = self._W_unmerged if self.merged else self.base.weight
             self.gamma.copy_(gamma0)  # (d,) trainable copy: the layer starts at the pretrained one
             if self.beta is not None:
-                beta0 = self._b_unmerged if self.merged else self.base.bias  # (d,) the pretrained shift
+                # (d,) the pretrained shift
+                beta0 = self._b_unmerged if self.merged else self.base.bias
                 self.beta.copy_(beta0)  # (d,)
     # --8<-- [end:init]
 
@@ -88,7 +90,8 @@ class LNTuning(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        return F.layer_norm(x, self.base.normalized_shape, self.gamma, self.beta, self.base.eps)  # (..., d)
+        # (..., d)
+        return F.layer_norm(x, self.base.normalized_shape, self.gamma, self.beta, self.base.eps)
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
