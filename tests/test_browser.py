@@ -94,6 +94,11 @@ def test_every_page_renders_without_errors_or_third_party_requests(base_url, sit
         current.clear()
         page.goto(f"{base_url}/{'' if rel == '.' else rel + '/'}", wait_until="networkidle")
         page.wait_for_timeout(100)
+        try:  # a long page (the API reference) may still be typesetting on a loaded machine: give it time
+            page.wait_for_function("() => [...document.querySelectorAll('.arithmatex')]"
+                                   ".every(e => e.querySelector('.katex'))", timeout=10_000)
+        except playwright.Error:
+            pass  # reported below, element by element
         errors = page.locator(".katex-error").count()
         if errors:
             current.append(f"{errors} .katex-error element(s)")

@@ -320,7 +320,7 @@ function initExplorer(root) {
     try {
       const n = Formula.evaluate(row.dataset.formula, names);
       const shown = Object.entries(names).filter(([k]) => !["d_in", "d_out"].includes(k) && row.dataset.formula.includes(k));
-      return { n: Math.round(n), why: shown.map(([k, v]) => `${k} = ${v}`).join(", ") };
+      return { n: Math.round(n), why: shown.map(([k, v]) => `${k} = ${v === null ? "None" : v === true ? "True" : v === false ? "False" : v}`).join(", ") };
     } catch (e) {
       return { n: null, why: String(e.message || e) };
     }

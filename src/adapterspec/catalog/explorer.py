@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -53,6 +54,7 @@ def _measured(slug: str, names: list[str], d_in: int, d_out: int) -> dict[str, A
     return values if all(isinstance(v, int) and not isinstance(v, bool) for v in values.values()) else None
 
 
+@lru_cache(maxsize=None)  # ~2 s for LoKr; the hook re-imports the package when a source file changes
 def derived(slug: str, expr: str) -> dict[str, dict[str, Any]]:
     """For names the formula uses whose default is None (derived by the module from the layer): their value per
     ``"d_in,d_out"`` of `SIZES`; empty when there are none."""
@@ -75,7 +77,7 @@ def names_for(slug: str, expr: str, d_in: int, d_out: int, r: int) -> dict[str, 
     names = {**defaults(slug), "d_in": d_in, "d_out": d_out}
     if "r" in hyperparameters(slug):
         names["r"] = r
-    table = derived(slug, expr)
+    table = derived(slug, expr)  # shared: never mutated
     if table:
         names.update(table.get(f"{d_in},{d_out}", {}))
     return names
