@@ -69,8 +69,8 @@ class C3A(Adapter):
         elif self.init == "gaussian":
             nn.init.normal_(self.delta_w)  # N(0, 1) per kernel entry
         else:
-            # uniform, with the fans of the whole (d_out, d_in) layer, not of the (m, n, b) kernel
-            # tensor
+            # uniform, with the fans of the whole (d_out, d_in) layer,
+            # not of the (m, n, b) kernel tensor
             a = (math.sqrt(6.0 / (self.d_in + self.d_out)) if self.init == "xavier_uniform"
                  else math.sqrt(1.0 / self.d_in))
             nn.init.uniform_(self.delta_w, -a, a)  # ΔW ≠ 0 at init

@@ -69,8 +69,8 @@ class DeLoRA(Adapter):
             # peft: B = 0, so the learned term is 0 (with norms floored at eps)
             nn.init.zeros_(self.B)
         self.lambda_.fill_(self.lambda0)
-        # The initial update, frozen and subtracted (Eq. 9), so W' = W0 at init. With B = 0 it is
-        # zero.
+        # The initial update, frozen and subtracted (Eq. 9), so W' = W0 at init.
+        # With B = 0 it is zero.
         self.A0.copy_(self.A)
         self.B0.copy_(self.B)
         # (d_in,) norm of each column of W0
@@ -86,8 +86,8 @@ class DeLoRA(Adapter):
         return lam / self.r / (a_norm * b_norm)  # (r,)
 
     def _lambda0(self) -> Tensor:
-        # λ0 in λ's dtype, rounded exactly as λ was at init, so that the two terms cancel bit for
-        # bit at init
+        # λ0 in λ's dtype, rounded exactly as λ was at init,
+        # so that the two terms cancel bit for bit at init
         return self.lambda_.new_full((1,), self.lambda0)  # (1,)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:

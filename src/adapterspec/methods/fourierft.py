@@ -90,8 +90,8 @@ class FourierFT(Adapter):
             return self.base(x) + F_.linear(x, self.delta())  # (..., d_out)
         # ΔW x without forming ΔW: a 1-D inverse DFT of x over the input axis, read at the n column
         # frequencies, weighted by c, summed into the n row frequencies, then a 1-D inverse DFT over
-        # the output axis: (ΔW x)_p = α Re((1/d_out) Σ_l c_l e^{2πi p j_l/d_out} · (1/d_in) Σ_q x_q
-        # e^{2πi q k_l/d_in}).
+        # the output axis, (ΔW x)_p = α Re((1/d_out) Σ_l c_l e^{2πi p j_l/d_out} · S_l) with
+        # S_l = (1/d_in) Σ_q x_q e^{2πi q k_l/d_in}.
         j, k = self.E  # (n,), (n,)
         X = torch.fft.ifft(x, dim=-1)  # (..., d_in) complex
         Z = X[..., k] * self.c  # (..., n)

@@ -46,9 +46,9 @@ class LoHa(Adapter):
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
-        # Three factors random, A2 zero: B2 A2 = 0, so ΔW = 0 at init. At the first step only A2 has
-        # a non-zero gradient (∂L/∂A2 = B2ᵀ (G ⊙ B1 A1)); the other three receive gradient once A2 ≠
-        # 0.
+        # Three factors random, A2 zero: B2 A2 = 0, so ΔW = 0 at init. At the first step only A2
+        # has a non-zero gradient (∂L/∂A2 = B2ᵀ (G ⊙ B1 A1)); the other three receive gradient
+        # once A2 ≠ 0.
         for p in (self.B1, self.A1, self.B2):
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
         nn.init.zeros_(self.A2)

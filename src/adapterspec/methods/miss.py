@@ -74,8 +74,8 @@ class MiSS(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # S = E x: pad the input to g·r coordinates, cut it into g chunks of r and sum them (no
-        # d_out × d_in matrix).
+        # S = E x: pad the input to g·r coordinates, cut it into g chunks of r and sum them
+        # (no d_out × d_in matrix).
         # (..., r)
         S = F.pad(x, (0, self.g * self.r - self.d_in)).unflatten(-1, (self.g, self.r)).sum(-2)
         dy = S @ self.D.T  # (..., d_out), or (..., mini_r) with mini_r

@@ -36,8 +36,8 @@ class PiSSA(LoRA):
     # --8<-- [start:init]
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # The pretrained weight is whatever the layer computes now (W^res + sBA; on first call BA =
-        # 0).
+        # The pretrained weight is whatever the layer computes now
+        # (W^res + sBA; on first call BA = 0).
         # A and B are still uninitialised on the first call
         first = not getattr(self, "_split_done", False)
         W = self.base.weight.clone() if first else self.base.weight + self.scaling * self.B @ self.A

@@ -49,8 +49,8 @@ class VeRA(Adapter):
     # --8<-- [start:init]
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # Frozen pair: Kaiming-uniform (fan_in, gain √2, so bound √(6/fan_in)), from a generator
-        # seeded by `seed`.
+        # Frozen pair: Kaiming-uniform (fan_in, gain √2, so bound √(6/fan_in)),
+        # from a generator seeded by `seed`.
         g = torch.Generator().manual_seed(self.seed)
         # (r, d_in), fan_in = d_in
         A = nn.init.kaiming_uniform_(torch.empty(self.r, self.d_in), generator=g)
@@ -58,8 +58,8 @@ class VeRA(Adapter):
         B = nn.init.kaiming_uniform_(torch.empty(self.d_out, self.r), generator=g)
         self.A.copy_(A)
         self.B.copy_(B)
-        # b = 0 ⇒ ΔW = 0 at init; d = d_initial ≠ 0 so that ∂L/∂b = (∂L/∂ΔW-row) · B Λ_d A is not
-        # zero.
+        # b = 0 ⇒ ΔW = 0 at init; d = d_initial ≠ 0 so that
+        # ∂L/∂b = (∂L/∂ΔW-row) · B Λ_d A is not zero.
         self.b.zero_()  # (d_out,)
         self.d.fill_(self.d_initial)  # (r,)
     # --8<-- [end:init]
