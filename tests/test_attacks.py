@@ -822,7 +822,8 @@ def _text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
-ENTRY_PAGES = ["methods/lora/index.html", "methods/index.html", "themes/index.html", "bibliography/index.html"]
+ENTRY_PAGES = ["methods/lora/index.html", "methods/index.html", "themes/index.html", "compare/index.html",
+               "bibliography/index.html"]
 
 
 def test_control_page_shows_the_payloads_are_live(attacked_site: Built):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
+from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade, item_weight
 from adapterspec.catalog.loader import load_themes, schema_text
 from adapterspec.catalog.papers import normalise
 from conftest import ENTRIES, entry_slugs
@@ -23,13 +23,15 @@ def test_every_entry_references_the_schema():
         assert first == "# yaml-language-server: $schema=schema.json", slug
 
 
-def test_grade_is_the_sum_of_supported_dimensions(catalog):
+def test_grade_is_the_weighted_sum_of_supported_dimensions(catalog):
     assert MAX_SCORE == 8
     for item in catalog:
         g = grade(item.entry)
         dims = {ev.dimension for ev in item.entry.evidence}
-        assert g.score == sum(RUBRIC[d].points for d in dims)
+        best = {d: max(item_weight(ev) for ev in item.entry.evidence if ev.dimension == d) for d in dims}
+        assert g.score == round(sum(RUBRIC[d].points * best[d] for d in dims), 2)
         assert set(g.dimensions) == dims
+        assert g.replicated == g.score  # without independent results nothing is taken away
 
 
 def test_quote_normalisation():

@@ -50,7 +50,7 @@ def test_method_page_has_pseudocode_and_implementation_tabs(site, slug, catalog)
         for line in section.splitlines()[1:]:
             if line.strip():
                 assert line.strip() in text, f"implementation line missing from the page: {line!r}"
-    assert "Verified:" in text and "checks passed" in text
+    assert "Verified" in text and "checks passed" in text
     assert "Independent results" in text
 
 
@@ -181,6 +181,8 @@ def test_catalog_json_validates_against_its_published_schema(site, catalog):
         row = rows[item.slug]
         assert row["verification"]["ok"] and row["verification"]["checks"] > 10
         assert row["grade"]["breakdown"] == grade(item.entry).breakdown
+        assert row["grade"]["replicated"] <= row["grade"]["score"]
+        assert [d["code"] for d in row["grade"]["detail"]] == ["PE", "BL", "BF", "DE", "OOD", "WA"]
         assert row["entry"]["testable_hypothesis"] == item.entry.testable_hypothesis
         assert (site / row["url"] / "index.html").exists()
     broken = dict(data, entries=[dict(data["entries"][0], grade={"score": "high"})])

@@ -1,13 +1,14 @@
 """``adapterspec`` — the command line.
 
 ```text
-adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
-adapterspec schema [--write]                                     print (or write) entries/ and papers/ schema.json
-adapterspec bib [KEY ...]                                        BibTeX of the bibliography (papers/), generated
-adapterspec new SLUG [--name NAME]                               scaffold entries/SLUG.yaml + methods/SLUG.py
-adapterspec list                                                 the methods with a reference module
-adapterspec peft [SLUG ...]                                      compare modules with peft's layers (needs peft)
-adapterspec build [--site-dir site]                              strict site build, swapped into place on success
+adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]
+    verify entries, one line each
+adapterspec schema [--write]          print (or write) entries/ and papers/ schema.json
+adapterspec bib [KEY ...]             BibTeX of the bibliography (papers/), generated
+adapterspec new SLUG [--name NAME]    scaffold entries/SLUG.yaml + methods/SLUG.py
+adapterspec list                      the methods with a reference module
+adapterspec peft [SLUG ...]           compare modules with peft's layers (needs peft)
+adapterspec build [--site-dir site]   strict site build, swapped into place on success
 ```
 """
 

@@ -18,6 +18,7 @@ LORA_BASELINE = "lora--llama-3.2-3B-rank32"
 FULL_FINETUNING = "full-finetuning--llama-3.2-3B-lr_0.00001"
 SETTING = ("Llama-3.2-3B trained on MetaMathQA for 5,000 steps, tested on GSM8K; one run (seed 0) per "
            "configuration; trainable parameters not matched across methods")
+PE_TOLERANCE = 2.0  # points of accuracy below full fine-tuning that still count as "competitive" (PE)
 
 
 @dataclass(frozen=True)
@@ -97,18 +98,43 @@ class Comparison:
         ok = [r for r in self.runs if not r.failed]
         return max(ok, key=lambda r: r.test_accuracy) if ok else None
 
-    def contradicts(self, dimension: str) -> str | None:
-        """Why the benchmark contradicts a claimed rubric dimension (BL, BF), or None."""
+    def verdict(self, dimension: str) -> tuple[str, str | None]:
+        """What this benchmark says about a rubric dimension: ``("reproduced" | "contradicted", the figures)`` for the
+        dimensions it can test (PE, BL, BF), ``("untested", None)`` otherwise or when every run failed.
+
+        PE: the best run that trains under 1% of the model is within `PE_TOLERANCE` points of full fine-tuning (or
+        above it). BL: the best run is at or above LoRA rank 32. BF: the best run is at or above full fine-tuning.
+        """
         best = self.best
         if best is None:
-            return None
-        if dimension == "BL" and self.lora and best.name != self.lora.name and best.test_accuracy < self.lora.test_accuracy:
-            return (f"its best run here ({best.experiment}, {100 * best.test_accuracy:.1f}%) is below LoRA rank 32 "
-                    f"({100 * self.lora.test_accuracy:.1f}%)")
-        if dimension == "BF" and self.full and best.test_accuracy < self.full.test_accuracy:
-            return (f"its best run here ({best.experiment}, {100 * best.test_accuracy:.1f}%) is below full "
-                    f"fine-tuning ({100 * self.full.test_accuracy:.1f}%)")
-        return None
+            return "untested", None
+        acc = f"{best.experiment}, {100 * best.test_accuracy:.1f}%"
+        if dimension == "BL" and self.lora and best.name != self.lora.name:
+            lora = 100 * self.lora.test_accuracy
+            if best.test_accuracy < self.lora.test_accuracy:
+                return "contradicted", f"its best run here ({acc}) is below LoRA rank 32 ({lora:.1f}%)"
+            return "reproduced", f"its best run here ({acc}) is at or above LoRA rank 32 ({lora:.1f}%)"
+        if dimension == "BF" and self.full:
+            full = 100 * self.full.test_accuracy
+            if best.test_accuracy < self.full.test_accuracy:
+                return "contradicted", f"its best run here ({acc}) is below full fine-tuning ({full:.1f}%)"
+            return "reproduced", f"its best run here ({acc}) is at or above full fine-tuning ({full:.1f}%)"
+        if dimension == "PE" and self.full:
+            small = [r for r in self.runs if not r.failed and r.params_percent < 1]
+            if not small:
+                return "untested", None
+            top = max(small, key=lambda r: r.test_accuracy)
+            gap = 100 * (self.full.test_accuracy - top.test_accuracy)
+            figures = (f"its best run under 1% of the parameters ({top.experiment}, {top.params_percent:.2f}%, "
+                       f"{100 * top.test_accuracy:.1f}%) is {abs(gap):.1f} points {'below' if gap > 0 else 'above'} "
+                       f"full fine-tuning ({100 * self.full.test_accuracy:.1f}%)")
+            return ("contradicted" if gap > PE_TOLERANCE else "reproduced"), figures
+        return "untested", None
+
+    def contradicts(self, dimension: str) -> str | None:
+        """Why the benchmark contradicts a claimed rubric dimension (PE, BL, BF), or None."""
+        status, why = self.verdict(dimension)
+        return why if status == "contradicted" else None
 
 
 def compare(benchmark: Benchmark, names: list[str]) -> Comparison | None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
+from adapterspec.catalog.benchmark import compare
 from adapterspec.catalog.grade import grade
 from adapterspec.catalog.bibliography import PaperRecord
 from adapterspec.catalog.model import Entry
@@ -33,11 +34,25 @@ class Verification(BaseModel):
     rank: dict[str, int] = Field(default_factory=dict, description="measured rank(ΔW) per layer shape")
 
 
+class DimensionRecord(BaseModel):
+    """One rubric dimension of the method: claimed credit, and what the independent benchmark says."""
+
+    code: str
+    evidence: int | None = Field(description="index of the best evidence item for it, null when none claims it")
+    weight: float = Field(description="that item's weight after discounts (0 when absent)")
+    claimed: float = Field(description="points × weight")
+    independent: Literal["reproduced", "contradicted", "untested"]
+    why: str | None = None
+    replicated: float = Field(description="the credit after independent results")
+
+
 class GradeRecord(BaseModel):
-    score: float
+    score: float = Field(description="the claimed score: weighted evidence")
+    replicated: float = Field(description="the score after independent results (peft's benchmark)")
     dimensions: list[str] = Field(description="rubric dimensions the evidence supports")
     graded: bool
     breakdown: str
+    detail: list[DimensionRecord] = Field(default_factory=list)
 
 
 class PeftEquality(BaseModel):
@@ -77,7 +92,8 @@ def export(build: Any) -> CatalogExport:
     for item in build.catalog:
         result = build.results[item.slug]
         observed = result.observed
-        g = grade(item.entry)
+        bench = getattr(build, "bench", None)
+        g = grade(item.entry, compare(bench, item.entry.benchmark) if bench is not None else None)
         eq, note = build.peft.get(item.slug, (None, ""))
         peft = (PeftEquality(ran=False, note=note) if eq is None else
                 PeftEquality(ran=True, layer=eq.peft_layer, peft_version=eq.peft_version, cases=len(eq.cases),
@@ -89,7 +105,11 @@ def export(build: Any) -> CatalogExport:
                                       quotes=result.quotes,
                                       trainable_parameters=observed.get("trainable_parameters", {}),
                                       rank=observed.get("rank", {})),
-            grade=GradeRecord(score=g.score, dimensions=list(g.dimensions), graded=g.graded, breakdown=g.breakdown)))
+            grade=GradeRecord(score=g.score, replicated=g.replicated, dimensions=list(g.dimensions), graded=g.graded,
+                              breakdown=g.breakdown,
+                              detail=[DimensionRecord(code=d.code, evidence=d.item, weight=d.weight, claimed=d.claimed,
+                                                      independent=d.independent, why=d.why, replicated=d.replicated)
+                                      for d in g.detail.values()])))
     return CatalogExport(adapterspec=importlib.metadata.version("adapterspec"), torch=torch.__version__,
                          entries=records, papers=sorted(build.catalog.bibliography, key=lambda r: r.key))
 

@@ -91,3 +91,81 @@ def spectrum_svg(data: dict, name: str) -> str:
             f'<line x1="0" y1="{h + 1}" x2="{w}" y2="{h + 1}" stroke="currentColor" stroke-opacity="0.4"/>{bars}'
             f'<text x="0" y="{h + 15}" font-size="11" fill="currentColor">singular values (log), rank {rank}/{len(S)}'
             f'</text></svg>')
+
+
+# -- across methods: peft's benchmark -------------------------------------------------------------------------------
+def scatter_svg(points: list[dict], x: str, x_label: str, log_x: bool, title: str, summary: str) -> str:
+    """Test accuracy (y) against ``x`` for every run of peft's benchmark. Each point is a dict with ``x``/``acc``
+    values, a ``label`` (shown for highlighted points only), ``kind`` ("catalog", "reference" or "other") and
+    ``failed``. Axes and text use ``currentColor``; the two marker colours read on light and dark backgrounds."""
+    import math
+
+    W, H, left, right, top, bottom = 660, 420, 52, 150, 12, 44
+    pw, ph = W - left - right, H - top - bottom
+    xs = [p[x] for p in points if p[x] and p[x] > 0]
+    if log_x:
+        lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+        fx = lambda v: left + pw * (math.log10(max(v, 10**lo)) - lo) / (hi - lo)  # noqa: E731
+        ticks = [(fx(10**k), f"{10**k:g}") for k in range(lo, hi + 1)]
+    else:
+        lo, hi = math.floor(min(xs) / 2) * 2, math.ceil(max(xs) / 2) * 2
+        fx = lambda v: left + pw * (v - lo) / (hi - lo)  # noqa: E731
+        step = 2 if hi - lo <= 20 else 4
+        ticks = [(fx(v), f"{v:g}") for v in range(int(lo), int(hi) + 1, step)]
+    y_hi = math.ceil(max(p["acc"] for p in points) * 10 + 0.5) / 10 * 100
+    fy = lambda a: top + ph * (1 - 100 * a / y_hi)  # noqa: E731
+    out = [f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="currentColor" '
+           f'stroke-opacity="0.5"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="currentColor" stroke-opacity="0.5"/>']
+    for px, text in ticks:
+        out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{top + ph}" stroke="currentColor" '
+                   f'stroke-opacity="0.08"/><text x="{px:.1f}" y="{top + ph + 15}" font-size="11" '
+                   f'text-anchor="middle" fill="currentColor">{html.escape(text)}</text>')
+    for a in range(0, int(y_hi) + 1, 10):
+        py = fy(a / 100)
+        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{left + pw}" y2="{py:.1f}" stroke="currentColor" '
+                   f'stroke-opacity="0.08"/><text x="{left - 6}" y="{py + 4:.1f}" font-size="11" text-anchor="end" '
+                   f'fill="currentColor">{a}%</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{H - 6}" font-size="12" text-anchor="middle" fill="currentColor">'
+               f'{html.escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + ph / 2}" font-size="12" text-anchor="middle" fill="currentColor" '
+               f'transform="rotate(-90 14 {top + ph / 2})">GSM8K test accuracy</text>')
+    colour = {"catalog": "#e6550d", "reference": "#3b82c4", "other": "currentColor"}
+    labelled = []
+    order = sorted(points, key=lambda p: {"other": 0, "catalog": 1, "reference": 2}[p["kind"]])
+    for p in order:
+        if not p[x] or p[x] <= 0:
+            continue
+        px, py = fx(p[x]), fy(p["acc"])
+        c = colour[p["kind"]]
+        tip = html.escape(p["tip"])
+        if p["kind"] == "other":
+            out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="none" stroke="{c}" stroke-opacity="0.45">'
+                       f'<title>{tip}</title></circle>')
+            continue
+        faint = ' fill-opacity="0.35"' if p["failed"] else ""
+        shape = (f'<rect x="{px - 4:.1f}" y="{py - 4:.1f}" width="8" height="8" fill="{c}">' if p["kind"] == "reference"
+                 else f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{c}"{faint}>')
+        out.append(f'{shape}<title>{tip}</title></{"rect" if p["kind"] == "reference" else "circle"}>')
+        if p.get("label"):
+            labelled.append((py, px, p["label"]))
+    # Labels sit in a column right of the plot, in the order of their points' heights, each joined to its point by a
+    # thin leader line: no label covers a point, however crowded the cluster.
+    labelled.sort()
+    step, ys, floor_ = 13.0, [], top + 4
+    for py, _, _ in labelled:
+        ys.append(max(py, floor_))
+        floor_ = ys[-1] + step
+    overflow = (ys[-1] - (top + ph)) if ys else 0
+    if overflow > 0:  # push the column up, keeping the spacing
+        for i in range(len(ys) - 1, -1, -1):
+            ys[i] = min(ys[i], top + ph - (len(ys) - 1 - i) * step)
+    column = left + pw + 12
+    for (py, px, text), ly in zip(labelled, ys):
+        out.append(f'<polyline points="{px:.1f},{py:.1f} {column - 8:.1f},{ly:.1f} {column - 3:.1f},{ly:.1f}" '
+                   f'fill="none" stroke="currentColor" stroke-opacity="0.3" stroke-width="0.8"/>'
+                   f'<text x="{column:.1f}" y="{ly + 4:.1f}" font-size="11" fill="currentColor">{html.escape(text)}</text>')
+    label = html.escape(summary)
+    return (f'<figure class="adapterspec-plot"><svg class="adapterspec-figure" viewBox="0 0 {W} {H}" width="{W}" '
+            f'role="img" aria-label="{label}"><title>{html.escape(title)}</title><desc>{label}</desc>{"".join(out)}'
+            f'</svg><figcaption>{html.escape(title)}</figcaption></figure>')

@@ -153,14 +153,29 @@ class Properties(_Strict):
         "frozen random pair, VB-LoRA's vector bank); checked to be independent of the layer's own weights")
 
 
+ProtocolFlag = Literal["baselines-copied", "test-set-selection", "tuned-only-proposed"]
+
+
 class Evidence(_Strict):
-    """One grade dimension, backed by a short verbatim quote that is checked against the paper's text."""
+    """One grade dimension, backed by a short verbatim quote that is checked against the paper's text, and weighed:
+    how fully the experiment supports the dimension and how it was run (the rubric says what each costs)."""
 
     dimension: Dimension
     claim: Prose(3000) = Field(min_length=20, description="what the paper shows, in our words, with its figures")
     quote: str = Field(min_length=20, max_length=400, description="verbatim from the paper, one or two sentences")
     paper: PaperKey = Field(description="citation key of the paper quoted (one of the entry's papers)")
     locator: Line = Field(max_length=200, description='where in the paper: "Table 2", "Section 4.1"')
+    support: Literal["full", "partial"] = Field(
+        "full", description="full: the experiment shows the dimension as the rubric states it; partial: it shows "
+        "part of it (a ranking without scores, a tie within the spread, one setting of several, a confound)")
+    protocol: list[ProtocolFlag] = Field(
+        default_factory=list, max_length=3,
+        description="how the comparison was run, where it weakens it: baselines-copied (baseline figures taken from "
+        "other papers, not rerun), test-set-selection (checkpoint or hyperparameters chosen on the figures reported), "
+        "tuned-only-proposed (hyperparameters searched for the proposed method only)")
+    seeds_or_variance_reported: bool | None = Field(
+        None, description="true: several seeds averaged or a spread reported for the comparison; false: one run "
+        "per configuration; null: not recorded")
 
 
 class Discrepancy(_Strict):

@@ -28,8 +28,8 @@ from pygments.lexers import BibTeXLexer, PythonLexer
 
 from adapterspec.catalog.bibliography import bibtex
 from adapterspec.catalog.benchmark import SETTING, Benchmark, Comparison, compare
-from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
-from adapterspec.catalog import figures, prose
+from adapterspec.catalog.grade import DISCOUNTS, MAX_SCORE, RUBRIC, grade, item_discounts, item_weight
+from adapterspec.catalog import explorer, figures, prose
 from adapterspec.catalog.loader import Catalog, LoadedEntry
 from adapterspec.catalog.verify import Result
 from adapterspec.registry import adapter_class
@@ -46,6 +46,7 @@ _env = jinja2.Environment(
 _env.filters["cell"] = lambda s: re.sub(r"\s+", " ", str(s)).replace("|", "\\|").strip()
 _env.filters["sci"] = lambda x: f"{x:.1e}" if x else "0"
 _env.filters["pts"] = lambda x: f"{x:g}"
+_env.filters["pts2"] = lambda x: f"{round(x, 2):g}"  # a weighted credit: 0.5625 -> 0.56
 _env.filters["sentence"] = lambda s: s[:1].upper() + s[1:]  # unlike `capitalize`, keeps "A" in "init of A"
 _MD_SAFE = set(" ,.-/;?%'")
 _TOKEN_HEAD = "asfrag"  # ASCII punctuation that means nothing to Python-Markdown or its extensions
@@ -61,6 +62,14 @@ def md_escape(text: str) -> str:
 
 
 _env.filters["md"] = md_escape
+
+# HTML templates (the explorer, the compare view): autoescaping on, so every value is escaped unless it is HTML this
+# module rendered itself (`markupsafe.Markup`: entry prose through `prose`, code through Pygments).
+_html = jinja2.Environment(
+    loader=jinja2.PackageLoader("adapterspec.catalog", "templates"),
+    trim_blocks=True, lstrip_blocks=True, autoescape=True, undefined=jinja2.StrictUndefined,
+)
+_html.filters["pts"] = lambda x: f"{round(x, 2):g}"
 
 
 @dataclass
@@ -111,6 +120,11 @@ class Fragments:
         """The update ΔW as a heatmap beside its singular values (`figures`), drawn from measured numbers."""
         return self._add(f'<div class="adapterspec-figures">{figures.delta_svg(data, name)}'
                          f'{figures.spectrum_svg(data, name)}</div>')
+
+    def html_block(self, markup: str) -> str:
+        """A block of HTML built by this module from an autoescaping template (`_html`): every entry value in it was
+        escaped or rendered by `prose`. Put the token on a line of its own."""
+        return self._add(markup)
 
     def math(self, latex: str) -> str:
         """One display equation, for KaTeX."""
@@ -201,19 +215,59 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
                 bench: Benchmark | None = None, peft: tuple[object, str] = (None, "")) -> str:
     e = item.entry
     comparison = compare(bench, e.benchmark) if bench is not None else None
+    g = grade(e, comparison)
+    glance = _glance(item, result, g, comparison, peft)
     return _env.get_template("method.md.j2").render(
+        glance=glance,
         frag=frag, reference_venue=reference_venue, peft_eq=peft[0], peft_note=peft[1], **_converter_doc(e.module_slug, root),
         comparison=comparison, setting=SETTING, bench_folder=bench.folder if bench else None,
         contradictions=_contradictions(e, comparison),
-        e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
+        e=e, item=item, result=result, g=g, rubric=RUBRIC, max_score=MAX_SCORE,
         themes=catalog.themes, catalog=catalog, includes=includes(e.module_slug, root),
         quote_status=[_quote_status(result, i) for i in range(len(e.evidence))],
         unchecked_reason=lambda i: result.observed.get("unchecked_quotes", {}).get(str(i), "paper text unavailable"),
         papers=[item.papers[k] for k in e.papers], bib=item.papers,
         bibtex_text="\n".join(bibtex(item.papers[k]) for k in e.papers),
+        discounts=[item_discounts(ev) for ev in e.evidence], weights=[item_weight(ev) for ev in e.evidence],
         cls=adapter_class(e.module_slug),
         source_path=Path(inspect.getfile(adapter_class(e.module_slug))).resolve().relative_to(root.resolve()).as_posix(),
     )
+
+
+def _glance(item: LoadedEntry, result: Result, g, comparison: Comparison | None, peft: tuple[object, str]) -> str:
+    """The card that opens a method page: hypothesis, update rule, parameter formula, key properties, both scores,
+    peft equality and the ΔW figure (autoescaped; prose through `prose`, figures drawn from measured numbers)."""
+    from markupsafe import Markup
+
+    e = item.entry
+    layer = explorer.DEFAULT_LAYER
+    expr = e.properties.trainable_parameters
+    n = explorer.count(e.module_slug, expr, *layer)
+    eq, note = peft
+    best = comparison.best if comparison else None
+    bench_line = None
+    if best is not None:
+        bench_line = (f"{100 * best.test_accuracy:.1f}% on GSM8K ({best.experiment})"
+                      + (f", {100 * (best.test_accuracy - comparison.lora.test_accuracy):+.1f} vs LoRA r32"
+                         if comparison.lora and best.name != comparison.lora.name else ""))
+    elif comparison is not None and comparison.runs:
+        bench_line = "every run failed to train"
+    fig = result.observed.get("figure")
+    figure = (Markup(f'<div class="adapterspec-figures">{figures.delta_svg(fig, e.name)}'
+                     f'{figures.spectrum_svg(fig, e.name)}</div>') if fig else None)
+    return _html.get_template("glance.html.j2").render(
+        testable=Markup(prose.render_inline(e.testable_hypothesis)),
+        math=[line for line in e.math.strip().splitlines() if line.strip()], props=e.properties,
+        graded=g.graded, replicated=g.replicated, claimed=g.score, max_score=MAX_SCORE,
+        contradicted=g.contradicted, reproduced=g.reproduced, layer=layer, params=n,
+        params_pct=_pct(n, layer[0], layer[1]) if n is not None else None,
+        names_note=", ".join(f"{k} = {v}" for k, v in explorer.names_for(e.module_slug, expr, *layer).items()
+                             if k in explorer.formula_names(expr) and k not in ("d_in", "d_out")),
+        ok=result.ok, checks=len(result.checks), max_error=f"{result.max_error:.1e}" if result.max_error else "0",
+        peft=(f"equal to {eq.peft_layer}, {len(eq.cases)} cases, max relative error {eq.worst('float32'):.1e}"
+              if eq is not None and eq.ok else None),
+        peft_note=(note if eq is None else "differs").rstrip(".") or "—", bench=bench_line,
+        figure=figure, fig_shape=fig["shape"] if fig else None)
 
 
 SPEED_TARGET = 1.5  # ours / peft, forward + backward
@@ -232,20 +286,174 @@ def _converter_doc(slug: str, root: Path) -> dict[str, str]:
 
 def _contradictions(entry, comparison: Comparison | None) -> dict[str, str]:
     """Rubric dimensions the entry claims and the independent benchmark contradicts, with the reason."""
-    if comparison is None:
-        return {}
-    claimed = grade(entry).dimensions
-    return {d: why for d in claimed if (why := comparison.contradicts(d))}
+    g = grade(entry, comparison)
+    return {d: g.detail[d].why for d in g.contradicted}
+
+
+def _comparisons(catalog: Catalog, bench: Benchmark | None) -> dict[str, Comparison | None]:
+    return {it.slug: (compare(bench, it.entry.benchmark) if bench is not None else None) for it in catalog}
+
+
+def ranked(catalog: Catalog, bench: Benchmark | None) -> list[LoadedEntry]:
+    """The catalog's default order: score after independent results, then claimed score, then name."""
+    cmp = _comparisons(catalog, bench)
+
+    def key(it):
+        g = grade(it.entry, cmp[it.slug])
+        return (-g.replicated, -g.score, it.entry.name.lower())
+    return sorted(catalog, key=key)
+
+
+def _pct(n: int, d_in: int, d_out: int) -> str:
+    return f"{100 * n / (d_in * d_out):.3g}"
+
+
+def explorer_rows(catalog: Catalog, results: dict[str, Result], bench: Benchmark | None,
+                  peft: dict[str, tuple[object, str]],
+                  layer: tuple[int, int, int] = explorer.DEFAULT_LAYER) -> list[dict]:
+    """One record per method, in the default order, with what the explorer shows and sorts by."""
+    from markupsafe import Markup
+
+    cmp = _comparisons(catalog, bench)
+    rows = []
+    for it in ranked(catalog, bench):
+        e, r, c = it.entry, results[it.slug], cmp[it.slug]
+        g = grade(e, c)
+        eq = (peft.get(it.slug) or (None, ""))[0]
+        best = c.best if c else None
+        expr = e.properties.trainable_parameters
+        n = explorer.count(e.module_slug, expr, *layer)
+        rows.append(dict(
+            slug=it.slug, name=e.name, hypothesis=Markup(prose.render_inline(e.testable_hypothesis)),
+            themes=[{"id": t, "title": catalog.themes[t].title} for t in e.themes],
+            graded=g.graded, claimed=g.score, replicated=g.replicated, breakdown=g.breakdown,
+            contradicted=list(g.contradicted), reproduced=list(g.reproduced), has_runs=bool(c and c.runs),
+            mergeable=e.properties.mergeable, identity=e.properties.identity_at_init,
+            rank_bound=e.properties.rank_bound, formula=explorer.row_data(e.module_slug, expr),
+            params=n, params_pct=_pct(n, layer[0], layer[1]) if n is not None else None,
+            names_note=", ".join(f"{k} = {v}" for k, v in explorer.names_for(e.module_slug, expr, *layer).items()
+                                 if k in explorer.formula_names(expr) and k not in ("d_in", "d_out")),
+            peft_equal=bool(eq is not None and eq.ok), peft_class=e.code.peft,
+            peft_title=(f"{len(eq.cases)} cases, max relative error {eq.worst('float32'):.1e} (float32)"
+                        if eq is not None else ""),
+            acc=round(100 * best.test_accuracy, 1) if best else None,
+            vs_lora=(f"{100 * (best.test_accuracy - c.lora.test_accuracy):+.1f}"
+                     if best and c.lora and best.name != c.lora.name else None),
+            mem=round(best.memory_max_gib, 1) if best else None,
+            ok=r.ok, checks=len(r.checks), max_error=f"{r.max_error:.1e}" if r.max_error else "0",
+        ))
+    return rows
 
 
 def index_page(catalog: Catalog, results: dict[str, Result], frag: Fragments, bench: Benchmark | None = None,
                peft: dict[str, tuple[object, str]] | None = None) -> str:
-    rows = sorted(catalog, key=lambda it: (-grade(it.entry).score, it.entry.name.lower()))
-    contradictions = {it.slug: _contradictions(it.entry, compare(bench, it.entry.benchmark) if bench else None)
-                      for it in rows}
+    rows = explorer_rows(catalog, results, bench, peft or {})
+    table = _html.get_template("explorer.html.j2").render(rows=rows, layer=explorer.DEFAULT_LAYER)
     return _env.get_template("index.md.j2").render(
-        frag=frag, rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC,
-        contradictions=contradictions, peft=peft or {})
+        frag=frag, rows=rows, explorer=table, max_score=MAX_SCORE, rubric=RUBRIC, setting=SETTING)
+
+
+def evidence_page(catalog: Catalog, results: dict[str, Result], frag: Fragments, bench: Benchmark | None) -> str:
+    """Methods × rubric dimensions: claimed (with a checked quote), reproduced, contradicted, absent."""
+    cmp = _comparisons(catalog, bench)
+    rows = []
+    for it in ranked(catalog, bench):
+        g = grade(it.entry, cmp[it.slug])
+        cells = {}
+        for code, d in g.detail.items():
+            if not d.present:
+                cells[code] = None
+                continue
+            ev = it.entry.evidence[d.item]
+            cells[code] = dict(d=d, quote=_quote_status(results[it.slug], d.item),
+                               flags=[x.short for x in item_discounts(ev)], locator=ev.locator)
+        rows.append(dict(it=it, g=g, cells=cells, runs=bool(cmp[it.slug] and cmp[it.slug].runs)))
+    return _env.get_template("evidence.md.j2").render(frag=frag, rows=rows, rubric=RUBRIC, max_score=MAX_SCORE,
+                                                      discounts=DISCOUNTS, setting=SETTING)
+
+def compare_page(catalog: Catalog, results: dict[str, Result], frag: Fragments, bench: Benchmark | None,
+                 peft: dict[str, tuple[object, str]]) -> str:
+    """Every method's hypothesis, update rule, pseudocode, properties and evidence in one table, one column per
+    method; ``docs/javascripts/compare.js`` shows the two to four the address names (``?m=lora,dora``)."""
+    from markupsafe import Markup
+
+    cmp = _comparisons(catalog, bench)
+    methods = []
+    for it in ranked(catalog, bench):
+        e, c = it.entry, cmp[it.slug]
+        g = grade(e, c)
+        eq = (peft.get(it.slug) or (None, ""))[0]
+        best = c.best if c else None
+        evidence = []
+        for code, d in g.detail.items():
+            if d.present:
+                ev = e.evidence[d.item]
+                evidence.append(dict(code=code, credit=round(d.claimed, 2), verdict=d.independent,
+                                     flags=[x.short for x in item_discounts(ev)], locator=ev.locator))
+        bench_line = None
+        if best is not None:
+            bench_line = (f"{100 * best.test_accuracy:.1f}% ({best.experiment}), {best.params_percent:.2f}% of the "
+                          f"parameters, {best.memory_max_gib:.1f} GiB")
+        elif c is not None and c.runs:
+            bench_line = "every run failed to train"
+        body = highlight(e.pseudocode.rstrip(), PythonLexer(), HtmlFormatter(nowrap=True))
+        methods.append(dict(
+            slug=it.slug, name=e.name, long_name=long_name(e),
+            testable=Markup(prose.render_inline(e.testable_hypothesis)), summary=Markup(prose.render_inline(e.summary)),
+            math=[line for line in e.math.strip().splitlines() if line.strip()],
+            pseudocode=Markup(f'<div class="language-python highlight"><pre><span></span><code>{body}</code></pre></div>'),
+            props=e.properties, checks=len(results[it.slug].checks),
+            peft=(f"max relative error {eq.worst('float32'):.1e}" if eq is not None and eq.ok else None),
+            graded=g.graded, claimed=g.score, replicated=g.replicated, evidence=evidence, bench=bench_line))
+    table = _html.get_template("compare.html.j2").render(methods=methods,
+                                                         default=[m["slug"] for m in methods[:2]])
+    return _env.get_template("compare.md.j2").render(frag=frag, table=table, count=len(methods))
+
+def benchmark_page(catalog: Catalog, frag: Fragments, bench: Benchmark | None) -> str:
+    """peft's benchmark across methods: accuracy against trainable parameters and against peak memory, drawn from the
+    result files at build time, with the catalog's methods marked."""
+    from adapterspec.catalog.benchmark import FULL_FINETUNING, LORA_BASELINE
+
+    if bench is None or not bench.available:
+        return _env.get_template("benchmark.md.j2").render(frag=frag, available=False, setting=SETTING,
+                                                           folder=bench.folder if bench else None)
+    owner = {n: it for it in catalog for n in it.entry.benchmark}
+    best = {it.slug: c.best.name for it in catalog if (c := compare(bench, it.entry.benchmark)) and c.best}
+    points, rows = [], []
+    for name in bench.names():
+        run = bench.run(name)
+        if run is None or run.status != "success" or run.test_accuracy is None:
+            continue
+        it = owner.get(name)
+        kind = "reference" if name in (LORA_BASELINE, FULL_FINETUNING) else ("catalog" if it else "other")
+        label = None
+        if name == LORA_BASELINE:
+            label = "LoRA r32"
+        elif name == FULL_FINETUNING:
+            label = "full fine-tuning"
+        elif it is not None and best.get(it.slug) == name:
+            label = it.entry.name
+        tip = (f"{run.experiment}: {100 * run.test_accuracy:.1f}%, {run.params_percent:.3g}% trainable, "
+               f"{run.memory_max_gib:.1f} GiB" + (" (failed configuration)" if run.failed else ""))
+        points.append(dict(params=run.params_percent, memory=run.memory_max_gib, acc=run.test_accuracy, kind=kind,
+                           label=label, failed=run.failed, tip=tip))
+        if kind != "other":
+            rows.append(dict(run=run, method=it, kind=kind))
+    rows.sort(key=lambda r: -r["run"].test_accuracy)
+    n_cat = sum(p["kind"] == "catalog" for p in points)
+    summary = (f"{len(points)} runs of peft's benchmark; the {n_cat} runs of methods in this catalog are filled "
+               f"circles, LoRA rank 32 and full fine-tuning are squares, other methods' runs are hollow circles. "
+               f"LoRA rank 32 scores {100 * bench.run(LORA_BASELINE).test_accuracy:.1f}% and full fine-tuning "
+               f"{100 * bench.run(FULL_FINETUNING).test_accuracy:.1f}%; the table below lists every marked run.")
+    params = figures.scatter_svg(points, "params", "trainable parameters, % of the model (log scale)", True,
+                                 "Accuracy against trainable parameters", "Test accuracy against the share of "
+                                 "parameters trained. " + summary)
+    memory = figures.scatter_svg(points, "memory", "peak GPU memory during training (GiB)", False,
+                                 "Accuracy against peak memory", "Test accuracy against peak GPU memory. " + summary)
+    return _env.get_template("benchmark.md.j2").render(
+        frag=frag, available=True, setting=SETTING, params=frag.html_block(params), memory=frag.html_block(memory),
+        rows=rows, count=len(points))
+
 
 
 def bibliography_page(catalog: Catalog, frag: Fragments) -> str:
@@ -284,7 +492,14 @@ def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, 
 
 
 def _rubric(catalog: Catalog, results: dict[str, Result], frag: Fragments) -> str:
-    return _env.get_template("rubric.md.j2").render(rubric=RUBRIC, max_score=MAX_SCORE)
+    from adapterspec.catalog.benchmark import PE_TOLERANCE
+
+    checks = {"PE": f"reproduced when its best run under 1% of the parameters is within {PE_TOLERANCE:g} points of "
+                    "full fine-tuning, contradicted when further below",
+              "BL": "reproduced when its best run is at or above LoRA rank 32, contradicted when below",
+              "BF": "reproduced when its best run is at or above full fine-tuning, contradicted when below"}
+    return _env.get_template("rubric.md.j2").render(rubric=RUBRIC, max_score=MAX_SCORE, discounts=DISCOUNTS,
+                                                    checks=checks)
 
 
 def _themes(catalog: Catalog, results: dict[str, Result], frag: Fragments) -> str:

@@ -20,7 +20,8 @@ from adapterspec.catalog.cache import PeftEqualities, cached_result, store_resul
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
-from adapterspec.catalog.render import Fragments, bibliography_page, index_page, method_page, peft_page
+from adapterspec.catalog.render import (Fragments, benchmark_page, bibliography_page, compare_page, evidence_page,
+                                        index_page, method_page, peft_page)
 from adapterspec.catalog.verify import Result, verify_entries
 
 log = logging.getLogger("adapterspec")
@@ -36,6 +37,7 @@ class SiteBuild:
     peft: dict[str, tuple[object, str]]  # slug -> (Equality or None, why not / "cached")
     fragments: dict[str, Fragments]  # per page: entry text as HTML, swapped in after Python-Markdown
     errors: list[EntryError] = field(default_factory=list)  # why the catalog failed (`error_site`)
+    bench: Benchmark | None = None  # the independent results the grades were computed with
 
     def fragments_for(self, page: str) -> Fragments:
         """The page's fragment store (hand-written pages get one when a marker first needs it)."""
@@ -145,12 +147,16 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     speed_file = root / SPEED
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
     versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
-    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "bibliography.md",
+    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "evidence.md", "compare.md",
+                                                "benchmark.md", "bibliography.md",
                                                 *(f"methods/{it.slug}.md" for it in catalog))}
     pages = {"methods/index.md": index_page(catalog, results, frags["methods/index.md"], bench, peft),
              "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"]),
+             "evidence.md": evidence_page(catalog, results, frags["evidence.md"], bench),
+             "compare.md": compare_page(catalog, results, frags["compare.md"], bench, peft),
+             "benchmark.md": benchmark_page(catalog, frags["benchmark.md"], bench),
              "bibliography.md": bibliography_page(catalog, frags["bibliography.md"])}
     for item in catalog:
         path = f"methods/{item.slug}.md"
         pages[path] = method_page(item, results[item.slug], catalog, root, frags[path], bench, peft[item.slug])
-    return SiteBuild(catalog, results, pages, peft, frags)
+    return SiteBuild(catalog, results, pages, peft, frags, bench=bench)

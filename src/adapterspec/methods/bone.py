@@ -47,7 +47,8 @@ class Bone(Adapter):
     # --8<-- [start:update]
     def adapted_weight(self, W0: Tensor) -> Tensor:
         r, n_out, n_in = self.r, self.d_out // self.r, self.d_in // self.r
-        blocks = W0.reshape(n_out, r, n_in, r).transpose(1, 2)  # (d_out/r, d_in/r, r, r): blocks[a, b] = W0_ab
+        # (d_out/r, d_in/r, r, r): blocks[a, b] = W0_ab
+        blocks = W0.reshape(n_out, r, n_in, r).transpose(1, 2)
         D = self.D.unsqueeze(1)  # (d_out/r, 1, r, r): D_a shared along b
         new = blocks + blocks @ D + D  # (d_out/r, d_in/r, r, r): W_ab (I + D_a) + D_a
         return new.transpose(1, 2).reshape(self.d_out, self.d_in)  # (d_out, d_in)

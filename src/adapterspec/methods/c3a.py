@@ -18,8 +18,9 @@ class C3A(Adapter):
       C_{blk}(\Delta w) = \begin{pmatrix} C(\Delta w_{11}) & \cdots & C(\Delta w_{1n}) \\ \vdots & & \vdots \\
       C(\Delta w_{m1}) & \cdots & C(\Delta w_{mn}) \end{pmatrix},\qquad m = d_{out}/b,\ n = d_{in}/b$$
 
-    $$C(v)_{jt} = v_{(t - j) \bmod b}\quad(\text{first row } v\text{, each row the one above shifted right}),\qquad
-      C(v)\,x = \operatorname{FFT}\big(\operatorname{FFT}(v) \circ \operatorname{iFFT}(x)\big)$$
+    $$C(v)_{jt} = v_{(t - j) \bmod b}\quad(\text{first row } v\text{, each row the one above shifted right}),$$
+
+    $$C(v)\,x = \operatorname{FFT}\big(\operatorname{FFT}(v) \circ \operatorname{iFFT}(x)\big)$$
 
     $\Delta w \in \mathbb{R}^{m \times n \times b}$ holds one length-$b$ kernel per block (Eq. 3 and 4): output block $i$
     is $\sum_j \Delta w_{ij} \star x_j$. The paper's $C(\cdot)$ is defined by its first *row*, so it is the transpose
@@ -67,7 +68,9 @@ class C3A(Adapter):
             nn.init.zeros_(self.delta_w)  # ΔW = 0: W' = W0
         elif self.init == "gaussian":
             nn.init.normal_(self.delta_w)  # N(0, 1) per kernel entry
-        else:  # uniform, with the fans of the whole (d_out, d_in) layer, not of the (m, n, b) kernel tensor
+        else:
+            # uniform, with the fans of the whole (d_out, d_in) layer,
+            # not of the (m, n, b) kernel tensor
             a = (math.sqrt(6.0 / (self.d_in + self.d_out)) if self.init == "xavier_uniform"
                  else math.sqrt(1.0 / self.d_in))
             nn.init.uniform_(self.delta_w, -a, a)  # ΔW ≠ 0 at init
@@ -77,23 +80,31 @@ class C3A(Adapter):
     def blocks(self) -> Tensor:
         """``C_blk(Δw)`` without the scale, ``(d_out, d_in)``, built entry by entry (no FFT)."""
         C = ops.circulant(self.delta_w).transpose(-1, -2)  # (m, n, b, b): C(Δw_ij), first row Δw_ij
-        return C.permute(0, 2, 1, 3).reshape(self.d_out, self.d_in)  # (d_out, d_in): block (i, j) = C(Δw_ij)
+        # (d_out, d_in): block (i, j) = C(Δw_ij)
+        return C.permute(0, 2, 1, 3).reshape(self.d_out, self.d_in)
 
     def convolve(self, x: Tensor, w: Tensor) -> Tensor:
-        """``C_blk(w) x`` along the last dimension of ``x (..., d_in)`` by FFT (Eq. 1), ``(..., d_out)``."""
-        X = torch.fft.ifft(x.unflatten(-1, (self.n, self.b)))  # (..., n, b) iFFT of every input block
-        Z = torch.einsum("...jk,ijk->...ik", X, torch.fft.fft(w))  # (..., m, b): Σ_j FFT(Δw_ij) ∘ iFFT(x_j)
+        """``C_blk(w) x`` along the last dimension of ``x (..., d_in)`` by FFT (Eq. 1),
+        ``(..., d_out)``."""
+        # (..., n, b) iFFT of every input block
+        X = torch.fft.ifft(x.unflatten(-1, (self.n, self.b)))
+        # (..., m, b): Σ_j FFT(Δw_ij) ∘ iFFT(x_j)
+        Z = torch.einsum("...jk,ijk->...ik", X, torch.fft.fft(w))
         return torch.fft.fft(Z).real.flatten(-2)  # (..., d_out)
 
     def delta(self) -> Tensor:
         """``ΔW = s C_blk(Δw)``, ``(d_out, d_in)``."""
-        if self.precision == "peft":  # float32 convolution of the identity's columns, cast back, then scaled
-            eye = torch.eye(self.d_in, dtype=torch.float32, device=self.delta_w.device)  # (d_in, d_in)
-            return self._peft_scale(self.convolve(eye, self.delta_w.float()).T.to(self.delta_w.dtype))
+        if self.precision == "peft":
+            # float32 convolution of the identity's columns, cast back, then scaled
+            # (d_in, d_in)
+            eye = torch.eye(self.d_in, dtype=torch.float32, device=self.delta_w.device)
+            blocks = self.convolve(eye, self.delta_w.float()).T  # (d_out, d_in) float32
+            return self._peft_scale(blocks.to(self.delta_w.dtype))
         return self.s * self.blocks()  # (d_out, d_in)
 
     def _peft_scale(self, t: Tensor) -> Tensor:
-        return t if self.scaling == "paper" else t / self.d_in  # peft divides by d_in (rounds unlike × 1/d_in)
+        # peft divides by d_in (rounds unlike × 1/d_in)
+        return t if self.scaling == "paper" else t / self.d_in
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
         return W0 + self.delta()  # (d_out, d_in)
@@ -101,8 +112,10 @@ class C3A(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        if self.precision == "peft":  # float32 throughout, scaled in float32, as peft's forward does
-            dz = self._peft_scale(self.convolve(x.float(), self.delta_w.float()))  # (..., d_out) float32
+        if self.precision == "peft":
+            # float32 throughout, scaled in float32, as peft's forward does
+            # (..., d_out) float32
+            dz = self._peft_scale(self.convolve(x.float(), self.delta_w.float()))
             return self.base(x) + dz.to(x.dtype)
         return self.base(x) + self.s * self.convolve(x, self.delta_w)  # (..., d_out)
     # --8<-- [end:update]

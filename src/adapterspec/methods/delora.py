@@ -66,35 +66,43 @@ class DeLoRA(Adapter):
         if self.init == "paper":
             nn.init.kaiming_uniform_(self.B, a=math.sqrt(5))  # both factors random: every ‖b_i‖ > 0
         else:
-            nn.init.zeros_(self.B)  # peft: B = 0, so the learned term is 0 (with norms floored at eps)
+            # peft: B = 0, so the learned term is 0 (with norms floored at eps)
+            nn.init.zeros_(self.B)
         self.lambda_.fill_(self.lambda0)
-        # The initial update, frozen and subtracted (Eq. 9), so W' = W0 at init. With B = 0 it is zero.
+        # The initial update, frozen and subtracted (Eq. 9), so W' = W0 at init.
+        # With B = 0 it is zero.
         self.A0.copy_(self.A)
         self.B0.copy_(self.B)
-        self.w_norm.copy_(torch.linalg.vector_norm(self.base.weight, dim=0))  # (d_in,) norm of each column of W0
+        # (d_in,) norm of each column of W0
+        self.w_norm.copy_(torch.linalg.vector_norm(self.base.weight, dim=0))
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def scales(self, A: Tensor, B: Tensor, lam: Tensor) -> Tensor:
-        """``λ / (r ‖b_i‖ ‖a_i‖)`` for each rank component, ``(r,)``: the diagonal of ``(λ/r) Ξ``."""
+        """``λ / (r ‖b_i‖ ‖a_i‖)`` for each rank component, ``(r,)``: the diagonal of
+        ``(λ/r) Ξ``."""
         a_norm = torch.linalg.vector_norm(A, dim=1).clamp_min(self.eps)  # (r,)
         b_norm = torch.linalg.vector_norm(B, dim=0).clamp_min(self.eps)  # (r,)
         return lam / self.r / (a_norm * b_norm)  # (r,)
 
     def _lambda0(self) -> Tensor:
-        # λ0 in λ's dtype, rounded exactly as λ was at init, so that the two terms cancel bit for bit at init
+        # λ0 in λ's dtype, rounded exactly as λ was at init,
+        # so that the two terms cancel bit for bit at init
         return self.lambda_.new_full((1,), self.lambda0)  # (1,)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        dW = (self.B * self.scales(self.A, self.B, self.lambda_)) @ self.A  # (d_out, d_in) (λ/r) B Ξ A
+        # (d_out, d_in) (λ/r) B Ξ A
+        dW = (self.B * self.scales(self.A, self.B, self.lambda_)) @ self.A
         if self.init == "paper":
-            dW = dW - (self.B0 * self.scales(self.A0, self.B0, self._lambda0())) @ self.A0  # minus the frozen copy
+            # minus the frozen copy
+            dW = dW - (self.B0 * self.scales(self.A0, self.B0, self._lambda0())) @ self.A0
         return W0 + dW * self.w_norm  # (d_out, d_in): column j scaled by ‖W0[:, j]‖
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        xw = x * self.w_norm  # (..., d_in): D_W on the input side, never forming the d_out × d_in update
+        # (..., d_in): D_W on the input side, never forming the d_out × d_in update
+        xw = x * self.w_norm
         dy = (xw @ self.A.T * self.scales(self.A, self.B, self.lambda_)) @ self.B.T  # (..., d_out)
         if self.init == "paper":  # the two terms cancel exactly at init, before W0 x is added
             dy = dy - (xw @ self.A0.T * self.scales(self.A0, self.B0, self._lambda0())) @ self.B0.T

@@ -53,8 +53,8 @@ class DoRA(LoRA):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # Same value as adapted_weight: W' x = diag(m / ‖V‖) (W0 x + s·B A x). The norm needs V, but the matrix
-        # products that carry gradients stay low-rank.
+        # Same value as adapted_weight: W' x = diag(m / ‖V‖) (W0 x + s·B A x). The norm needs V, but
+        # the matrix products that carry gradients stay low-rank.
         W0 = self.base.weight
         V_norm = ops.row_norm(W0 + self.scaling * self.B @ self.A)  # (d_out,)
         if self.detach_norm:

@@ -67,14 +67,16 @@ class FourierFT(Adapter):
     # --8<-- [start:update]
     def spectrum(self, dtype: torch.dtype | None = None) -> Tensor:
         """The dense spectral matrix ``F = TODENSE(E, c)``, ``(d_out, d_in)``."""
-        c = self.c if dtype is None else self.c.float().to(dtype)  # (n,) peft rounds c to float32 first
+        # (n,) peft rounds c to float32 first
+        c = self.c if dtype is None else self.c.float().to(dtype)
         F = c.new_zeros(self.d_out, self.d_in)  # (d_out, d_in)
         return F.index_put((self.E[0], self.E[1]), c)  # (d_out, d_in), c_l at (E_0l, E_1l)
 
     def delta(self) -> Tensor:
         """``ΔW = α Re(IDFT2(F))``, ``(d_out, d_in)``."""
         if self.precision == "peft":
-            F = self.spectrum(torch.get_default_dtype())  # (d_out, d_in), float32 unless the default changed
+            # (d_out, d_in), float32 unless the default changed
+            F = self.spectrum(torch.get_default_dtype())
             return (ops.ifft2(F).real * self.alpha).to(self.c.dtype)  # (d_out, d_in)
         return self.alpha * ops.ifft2(self.spectrum()).real  # (d_out, d_in)
 
@@ -86,13 +88,15 @@ class FourierFT(Adapter):
             return self.base(x)
         if self.precision == "peft":
             return self.base(x) + F_.linear(x, self.delta())  # (..., d_out)
-        # ΔW x without forming ΔW: a 1-D inverse DFT of x over the input axis, read at the n column frequencies,
-        # weighted by c, summed into the n row frequencies, then a 1-D inverse DFT over the output axis:
-        # (ΔW x)_p = α Re((1/d_out) Σ_l c_l e^{2πi p j_l/d_out} · (1/d_in) Σ_q x_q e^{2πi q k_l/d_in}).
+        # ΔW x without forming ΔW: a 1-D inverse DFT of x over the input axis, read at the n column
+        # frequencies, weighted by c, summed into the n row frequencies, then a 1-D inverse DFT over
+        # the output axis, (ΔW x)_p = α Re((1/d_out) Σ_l c_l e^{2πi p j_l/d_out} · S_l) with
+        # S_l = (1/d_in) Σ_q x_q e^{2πi q k_l/d_in}.
         j, k = self.E  # (n,), (n,)
         X = torch.fft.ifft(x, dim=-1)  # (..., d_in) complex
         Z = X[..., k] * self.c  # (..., n)
-        G = Z.new_zeros(*Z.shape[:-1], self.d_out).index_add(-1, j, Z)  # (..., d_out) spectrum of the output
+        # (..., d_out) spectrum of the output
+        G = Z.new_zeros(*Z.shape[:-1], self.d_out).index_add(-1, j, Z)
         return self.base(x) + self.alpha * torch.fft.ifft(G, dim=-1).real  # (..., d_out)
     # --8<-- [end:update]
 

@@ -44,7 +44,8 @@ class IA3(Adapter):
         return self.l[:, None] * W0  # (d_out, d_in): row i scaled by l_i
 
     def adapted_bias(self, b0: Tensor | None) -> Tensor | None:
-        # Output scaling multiplies the whole output, bias included; input scaling leaves the bias alone.
+        # Output scaling multiplies the whole output, bias included;
+        # input scaling leaves the bias alone.
         return b0 if self.feedforward or b0 is None else self.l * b0
 
     def forward(self, x: Tensor) -> Tensor:

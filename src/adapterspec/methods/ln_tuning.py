@@ -88,7 +88,8 @@ class LNTuning(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        return F.layer_norm(x, self.base.normalized_shape, self.gamma, self.beta, self.base.eps)  # (..., d)
+        # (..., d)
+        return F.layer_norm(x, self.base.normalized_shape, self.gamma, self.beta, self.base.eps)
     # --8<-- [end:update]
 
     def symbols(self) -> dict:

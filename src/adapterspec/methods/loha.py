@@ -46,8 +46,9 @@ class LoHa(Adapter):
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
-        # Three factors random, A2 zero: B2 A2 = 0, so ΔW = 0 at init. At the first step only A2 has a non-zero
-        # gradient (∂L/∂A2 = B2ᵀ (G ⊙ B1 A1)); the other three receive gradient once A2 ≠ 0.
+        # Three factors random, A2 zero: B2 A2 = 0, so ΔW = 0 at init. At the first step only A2
+        # has a non-zero gradient (∂L/∂A2 = B2ᵀ (G ⊙ B1 A1)); the other three receive gradient
+        # once A2 ≠ 0.
         for p in (self.B1, self.A1, self.B2):
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
         nn.init.zeros_(self.A2)
@@ -66,10 +67,13 @@ class LoHa(Adapter):
             return self.base(x)
         r2 = self.r * self.r
         if r2 * (self.d_in + self.d_out) >= self.d_in * self.d_out:
-            return super().forward(x)  # r² too large for the factored form to save work: x ↦ W' x + b
+            # r² too large for the factored form to save work: x ↦ W' x + b
+            return super().forward(x)
         # ΔW = P Q, a rank-r² product, never forming the d_out × d_in matrix.
-        P = (self.B1[:, :, None] * self.B2[:, None, :]).reshape(self.d_out, r2)  # (d_out, r²): B1[i,k] B2[i,l]
-        Q = (self.A1[:, None, :] * self.A2[None, :, :]).reshape(r2, self.d_in)  # (r², d_in): A1[k,j] A2[l,j]
+        # (d_out, r²): B1[i,k] B2[i,l]
+        P = (self.B1[:, :, None] * self.B2[:, None, :]).reshape(self.d_out, r2)
+        # (r², d_in): A1[k,j] A2[l,j]
+        Q = (self.A1[:, None, :] * self.A2[None, :, :]).reshape(r2, self.d_in)
         return self.base(x) + self.scaling * (x @ Q.T) @ P.T  # (..., d_out)
     # --8<-- [end:update]
 

@@ -24,8 +24,10 @@ class LoKr(Adapter):
     r"""An additive update that is the Kronecker product of a small block and a (low-rank) large block.
 
     $$W' = W_0 + \frac{\alpha}{r}\, C \otimes R,\qquad C \in \mathbb{R}^{u_p\times u_q},\quad
-      R = B A \in \mathbb{R}^{v_p\times v_q}\ (B \in \mathbb{R}^{v_p\times r},\ A \in \mathbb{R}^{r\times v_q}),
-      \quad d_{out} = u_p v_p,\ d_{in} = u_q v_q$$
+      R = B A \in \mathbb{R}^{v_p\times v_q},$$
+
+    $$B \in \mathbb{R}^{v_p\times r},\quad A \in \mathbb{R}^{r\times v_q},\quad d_{out} = u_p v_p,\quad
+      d_{in} = u_q v_q$$
 
     LyCORIS's Eq. (4)–(5), with $p = d_{out}$, $q = d_{in}$. Block $(i, j)$ of $\Delta W$ is $C_{ij} R$: the output
     neurons fall into $u_p$ groups of $v_p$ consecutive ones, the inputs into $u_q$ groups of $v_q$, and every pair of
@@ -98,8 +100,8 @@ class LoKr(Adapter):
         for p in (self.C, self.C1, self.C2, self.D, self.B, self.A):
             if p is not None:
                 nn.init.kaiming_uniform_(p, a=math.sqrt(5))
-        # One block zero, so C ⊗ R = 0. peft zeroes the small block (C, or its outer factor C1); the LyCORIS
-        # repository zeroes the large one (D, or its inner factor A).
+        # One block zero, so C ⊗ R = 0. peft zeroes the small block (C, or its outer factor C1); the
+        # LyCORIS repository zeroes the large one (D, or its inner factor A).
         if self.zero_block == "C":
             nn.init.zeros_(self.C if self.full_left else self.C1)
         else:
@@ -116,7 +118,8 @@ class LoKr(Adapter):
         return self.D if self.full_right else self.B @ self.A  # (v_p, v_q)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        return W0 + self.scaling * ops.kron(self.left(), self.right())  # (d_out, d_in), block (i, j) = C_ij R
+        # (d_out, d_in), block (i, j) = C_ij R
+        return W0 + self.scaling * ops.kron(self.left(), self.right())
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:

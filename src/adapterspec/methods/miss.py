@@ -60,23 +60,28 @@ class MiSS(Adapter):
 
     # --8<-- [start:update]
     def output_shard(self) -> Tensor:
-        """``D`` with one row per output neuron, ``(d_out, r)`` (row ``o`` is ``D[o mod mini_r]`` with ``mini_r``)."""
+        """``D`` with one row per output neuron, ``(d_out, r)`` (row ``o`` is ``D[o mod mini_r]``
+        with ``mini_r``)."""
         if self.mini_r is None:
             return self.D  # (d_out, r)
         return self.D.repeat(self.d_out // self.mini_r, 1)  # (d_out, r)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        cols = torch.arange(self.d_in, device=W0.device) % self.r  # (d_in,): column j of ΔW is column j mod r of D
+        # (d_in,): column j of ΔW is column j mod r of D
+        cols = torch.arange(self.d_in, device=W0.device) % self.r
         return W0 + self.output_shard()[:, cols]  # (d_out, d_in)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # S = E x: pad the input to g·r coordinates, cut it into g chunks of r and sum them (no d_out × d_in matrix).
-        S = F.pad(x, (0, self.g * self.r - self.d_in)).unflatten(-1, (self.g, self.r)).sum(-2)  # (..., r)
+        # S = E x: pad the input to g·r coordinates, cut it into g chunks of r and sum them
+        # (no d_out × d_in matrix).
+        # (..., r)
+        S = F.pad(x, (0, self.g * self.r - self.d_in)).unflatten(-1, (self.g, self.r)).sum(-2)
         dy = S @ self.D.T  # (..., d_out), or (..., mini_r) with mini_r
         if self.mini_r is not None:
-            dy = dy.repeat(*([1] * (dy.dim() - 1)), self.d_out // self.mini_r)  # (..., d_out): neuron o ← o mod mini_r
+            # (..., d_out): neuron o ← o mod mini_r
+            dy = dy.repeat(*([1] * (dy.dim() - 1)), self.d_out // self.mini_r)
         return self.base(x) + dy  # (..., d_out)
     # --8<-- [end:update]
 

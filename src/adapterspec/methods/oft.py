@@ -66,7 +66,8 @@ class OFT(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # Rotate the input block by block (never forming the d_in × d_in matrix): row vector x ↦ (Rᵀ x)ᵀ = xᵀ R.
+        # Rotate the input block by block (never forming the d_in × d_in matrix):
+        # row vector x ↦ (Rᵀ x)ᵀ = xᵀ R.
         R_blocks = self.blocks()  # (r, b, b)
         x_blocks = x.unflatten(-1, (self.r, self.b))  # (..., r, b)
         x_rot = torch.einsum("...ki,kij->...kj", x_blocks, R_blocks).flatten(-2)  # (..., d_in)

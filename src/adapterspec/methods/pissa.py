@@ -36,14 +36,18 @@ class PiSSA(LoRA):
     # --8<-- [start:init]
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # The pretrained weight is whatever the layer computes now (W^res + sBA; on first call BA = 0).
-        first = not getattr(self, "_split_done", False)  # A and B are still uninitialised on the first call
+        # The pretrained weight is whatever the layer computes now
+        # (W^res + sBA; on first call BA = 0).
+        # A and B are still uninitialised on the first call
+        first = not getattr(self, "_split_done", False)
         W = self.base.weight.clone() if first else self.base.weight + self.scaling * self.B @ self.A
-        U, S, Vh = ops.svd(W.double())  # canonical signs, so any correct caller gets the same factors
+        # canonical signs, so any correct caller gets the same factors
+        U, S, Vh = ops.svd(W.double())
         sqrt_S = torch.sqrt(S[: self.r] / self.scaling)  # (r,)
         self.B.copy_(U[:, : self.r] * sqrt_S)  # (d_out, r) principal left singular vectors
         self.A.copy_(sqrt_S[:, None] * Vh[: self.r])  # (r, d_in) principal right singular vectors
-        self.base.weight.copy_(W - self.scaling * self.B @ self.A)  # W^res: the minor components, frozen
+        # W^res: the minor components, frozen
+        self.base.weight.copy_(W - self.scaling * self.B @ self.A)
         self._split_done = True
     # --8<-- [end:init]
 

@@ -89,8 +89,10 @@ class RandLoRA(Adapter):
 
     # --8<-- [start:update]
     def _factors(self) -> tuple[Tensor, Tensor]:
-        """``(B_flat (D, n·r), ΛAΓ (n·r, d))`` with ``M = B_flat @ ΛAΓ``; index ``j·r + k`` is basis j, column k."""
-        LAG = self.Lambda[:, :, None] * self.A[None] * self.Gamma[:, None, :]  # (n, r, d): Λ_j A Γ_j
+        """``(B_flat (D, n·r), ΛAΓ (n·r, d))`` with ``M = B_flat @ ΛAΓ``; index ``j·r + k`` is
+        basis j, column k."""
+        # (n, r, d): Λ_j A Γ_j
+        LAG = self.Lambda[:, :, None] * self.A[None] * self.Gamma[:, None, :]
         B_flat = self.B.permute(1, 0, 2).reshape(self.D, self.n * self.r)  # (D, n·r) = [B_1 … B_n]
         return B_flat, LAG.reshape(self.n * self.r, self.d)  # (D, n·r), (n·r, d)
 

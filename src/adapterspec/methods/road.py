@@ -57,15 +57,18 @@ class RoAd(Adapter):
 
     # --8<-- [start:update]
     def entries(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The four entries of every block ``R_i`` (``R_i[0,0], R_i[0,1], R_i[1,0], R_i[1,1]``), each ``(d_out/2,)``."""
+        """The four entries of every block ``R_i`` (``R_i[0,0], R_i[0,1], R_i[1,0], R_i[1,1]``),
+        each ``(d_out/2,)``."""
         view = {1: (self.n, 1, 1), 2: (self.n, 2, 1), 4: (self.n, 2, 2)}[self.variant]
-        A = self.alpha.reshape(view).expand(self.n, 2, 2)  # (n, 2, 2) α_{i,rc}, shared as the variant says
+        # (n, 2, 2) α_{i,rc}, shared as the variant says
+        A = self.alpha.reshape(view).expand(self.n, 2, 2)
         T = self.theta.reshape(view).expand(self.n, 2, 2)  # (n, 2, 2) θ_{i,rc}
         return (A[:, 0, 0] * torch.cos(T[:, 0, 0]), -A[:, 0, 1] * torch.sin(T[:, 0, 1]),
                 A[:, 1, 0] * torch.sin(T[:, 1, 0]), A[:, 1, 1] * torch.cos(T[:, 1, 1]))  # 4 × (n,)
 
     def rotate(self, h: Tensor) -> Tensor:
-        """``R h`` along the last dimension of ``h (..., d_out)``, element-wise (Eq. 4), never forming ``R``."""
+        """``R h`` along the last dimension of ``h (..., d_out)``, element-wise (Eq. 4), never
+        forming ``R``."""
         g = self.group_size
         shape = (self.d_out // g, g // 2)  # pair i = (group, position in the first half)
         a, b, c, d = (e.reshape(shape) for e in self.entries())  # (d_out/g, g/2) each
@@ -74,14 +77,17 @@ class RoAd(Adapter):
         return torch.stack((a * hp + b * hq, c * hp + d * hq), dim=-2).flatten(-3)  # (..., d_out)
 
     def rotation(self) -> Tensor:
-        """The block-diagonal ``R (d_out, d_out)`` (dense, for inspection; the layer never builds it)."""
-        return self.rotate(torch.eye(self.d_out, **self.factory)).T  # (d_out, d_out): column j is R e_j
+        """The block-diagonal ``R (d_out, d_out)`` (dense, for inspection; the layer never
+        builds it)."""
+        # (d_out, d_out): column j is R e_j
+        return self.rotate(torch.eye(self.d_out, **self.factory)).T
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
         return self.rotate(W0.T).T  # (d_out, d_in) = R W0
 
     def adapted_bias(self, b0: Tensor | None) -> Tensor | None:
-        return None if b0 is None else self.rotate(b0)  # (d_out,) = R b: the whole output is rotated
+        # (d_out,) = R b: the whole output is rotated
+        return None if b0 is None else self.rotate(b0)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:

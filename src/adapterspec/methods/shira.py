@@ -59,11 +59,13 @@ class SHiRA(Adapter):
     def reset_parameters(self) -> None:
         if self.mask_type == "random":
             g = torch.Generator().manual_seed(self.seed)
-            flat = torch.randperm(self.d_out * self.d_in, generator=g)[: self.k]  # (k,) distinct, uniform
+            # (k,) distinct, uniform
+            flat = torch.randperm(self.d_out * self.d_in, generator=g)[: self.k]
             self._set_indices(flat.to(self.indices.device))
         else:
             self.select_mask(self.base.weight.abs())  # SHiRA-WM: top-k |W0|
-        nn.init.zeros_(self.s)  # S = 0: W' = W0; the masked weights start at their pretrained values
+        # S = 0: W' = W0; the masked weights start at their pretrained values
+        nn.init.zeros_(self.s)
 
     @torch.no_grad()
     def select_mask(self, scores: Tensor) -> None:
@@ -80,7 +82,8 @@ class SHiRA(Adapter):
 
     def _set_indices(self, flat: Tensor) -> None:
         flat = flat.sort().values  # (k,) row-major order
-        self.indices.copy_(torch.stack([flat // self.d_in, flat % self.d_in]))  # (2, k): (row i, column j)
+        # (2, k): (row i, column j)
+        self.indices.copy_(torch.stack([flat // self.d_in, flat % self.d_in]))
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -90,8 +93,9 @@ class SHiRA(Adapter):
         return S.index_put((self.indices[0], self.indices[1]), self.s)  # (d_out, d_in)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        # Scatter-add the k values onto a copy of W0 (no dense S is formed).
-        return W0.index_put((self.indices[0], self.indices[1]), self.alpha * self.s, accumulate=True)  # (d_out, d_in)
+        # Scatter-add the k values onto a copy of W0 (no dense S is formed): (d_out, d_in).
+        rows, cols = self.indices[0], self.indices[1]
+        return W0.index_put((rows, cols), self.alpha * self.s, accumulate=True)
     # --8<-- [end:update]
 
     def mask(self) -> Tensor:

@@ -59,8 +59,9 @@ class VBLoRA(Adapter):
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
-        # A small random bank (not zero: a zero bank would leave the logits without gradient) and near-uniform
-        # logits. Both factors are non-zero, so W' = W0 + BA is NOT W0 at init; BA is small (|entries| <= r·bound²).
+        # A small random bank (not zero: a zero bank would leave the logits without gradient) and
+        # near-uniform logits. Both factors are non-zero, so W' = W0 + BA is NOT W0 at init; BA is
+        # small (|entries| <= r·bound²).
         nn.init.uniform_(self.vector_bank, -self.init_bank_bound, self.init_bank_bound)
         nn.init.normal_(self.logits_A, 0.0, self.init_logits_std)
         nn.init.normal_(self.logits_B, 0.0, self.init_logits_std)
@@ -70,13 +71,16 @@ class VBLoRA(Adapter):
     def mix(self, logits: Tensor) -> Tensor:
         """The top-k admixture (Eq. 3.3): ``logits (..., h)`` → sub-vectors ``(..., b)``."""
         top, idx = logits.topk(self.k, dim=-1)  # (..., k) the k largest logits, their bank indices
-        w = torch.softmax(top, dim=-1)  # (..., k) = softmax over h logits with all but the top k at -inf
+        # (..., k) = softmax over h logits with all but the top k at -inf
+        w = torch.softmax(top, dim=-1)
         return (w.unsqueeze(-1) * self.vector_bank[idx]).sum(-2)  # (..., b)
 
     def factors(self) -> tuple[Tensor, Tensor]:
         """``A (r, d_in)`` and ``B (d_out, r)``, tiled from the mixed sub-vectors."""
-        A = self.mix(self.logits_A).reshape(self.r, self.d_in)  # (r, d_in/b, b) → (r, d_in): row i = [u_i1 … ]
-        B = self.mix(self.logits_B).transpose(1, 2).reshape(self.d_out, self.r)  # (d_out/b, b, r) → (d_out, r)
+        # (r, d_in/b, b) → (r, d_in): row i = [u_i1 … ]
+        A = self.mix(self.logits_A).reshape(self.r, self.d_in)
+        # (d_out/b, b, r) → (d_out, r)
+        B = self.mix(self.logits_B).transpose(1, 2).reshape(self.d_out, self.r)
         return A, B
 
     def adapted_weight(self, W0: Tensor) -> Tensor:

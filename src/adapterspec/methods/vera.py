@@ -49,20 +49,25 @@ class VeRA(Adapter):
     # --8<-- [start:init]
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # Frozen pair: Kaiming-uniform (fan_in, gain √2, so bound √(6/fan_in)), from a generator seeded by `seed`.
+        # Frozen pair: Kaiming-uniform (fan_in, gain √2, so bound √(6/fan_in)),
+        # from a generator seeded by `seed`.
         g = torch.Generator().manual_seed(self.seed)
-        A = nn.init.kaiming_uniform_(torch.empty(self.r, self.d_in), generator=g)  # (r, d_in), fan_in = d_in
-        B = nn.init.kaiming_uniform_(torch.empty(self.d_out, self.r), generator=g)  # (d_out, r), fan_in = r
+        # (r, d_in), fan_in = d_in
+        A = nn.init.kaiming_uniform_(torch.empty(self.r, self.d_in), generator=g)
+        # (d_out, r), fan_in = r
+        B = nn.init.kaiming_uniform_(torch.empty(self.d_out, self.r), generator=g)
         self.A.copy_(A)
         self.B.copy_(B)
-        # b = 0 ⇒ ΔW = 0 at init; d = d_initial ≠ 0 so that ∂L/∂b = (∂L/∂ΔW-row) · B Λ_d A is not zero.
+        # b = 0 ⇒ ΔW = 0 at init; d = d_initial ≠ 0 so that
+        # ∂L/∂b = (∂L/∂ΔW-row) · B Λ_d A is not zero.
         self.b.zero_()  # (d_out,)
         self.d.fill_(self.d_initial)  # (r,)
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        return W0 + (self.b[:, None] * self.B) @ (self.d[:, None] * self.A)  # (d_out, d_in) = Λ_b B Λ_d A
+        # (d_out, d_in) = Λ_b B Λ_d A
+        return W0 + (self.b[:, None] * self.B) @ (self.d[:, None] * self.A)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:

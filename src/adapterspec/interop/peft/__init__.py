@@ -1,7 +1,9 @@
 """From a peft tuner layer to the adapterspec module that computes the same thing.
 
-    >>> model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj"]))
-    >>> ours = from_peft(model.base_model.model.layers[0].self_attn.q_proj)   # an adapterspec.methods.lora.LoRA
+    >>> config = peft.LoraConfig(r=8, target_modules=["q_proj"])
+    >>> model = peft.get_peft_model(model, config)
+    >>> layer = model.base_model.model.layers[0].self_attn.q_proj
+    >>> ours = from_peft(layer)  # an adapterspec.methods.lora.LoRA
 
 Each method peft implements has a converter module here, named after the method (``lora.py``, ``oft.py``, ...),
 found automatically like the methods themselves. A converter module defines:
