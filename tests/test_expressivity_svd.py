@@ -93,8 +93,8 @@ def test_svft_band_couples_neighbouring_singular_directions_only():
 
 
 def test_svft_cannot_leave_the_column_space_of_a_tall_W0_even_with_dense_M():
-    """Lemma (b) assumes the full SVD; with the thin SVD (the official code, Table 7's counts) a tall layer's
-    update stays in W0's column space, so a target writing an orthogonal output direction is unreachable."""
+    """Lemma (b) assumes the full SVD; with the thin SVD (the official code's choice) a tall layer's update stays in
+    W0's column space, so a target writing an orthogonal output direction is unreachable."""
     module, W0 = layer("svft", 8, 14, pattern="banded", d=7)  # n = 8, d = n - 1: M dense, |Ω| = n²
     assert module.k == 64
     U_full, _, V_full = full_svd(W0)
