@@ -760,7 +760,7 @@ def attacked_site(tmp_path_factory) -> Built:
     e["evidence"][0]["locator"] = "Table 2 " + HTML_PAYLOADS[0] + HTML_PAYLOADS[1]
     record_path = proj / "papers" / f"{e['papers'][0]}.yaml"  # the bibliography is untrusted input too
     record = yaml.safe_load(record_path.read_text(encoding="utf-8"))
-    record["title"] = "LoRA " + " ".join(HTML_PAYLOADS)
+    record["title"] = "LoRA " + " ".join(HTML_PAYLOADS) + " " + ATTR
     record["venue"] = "ICLR " + HTML_PAYLOADS[1]
     record["authors"] = [record["authors"][0] + " " + HTML_PAYLOADS[0].replace(",", " ")]
     record_path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=4096), encoding="utf-8")
