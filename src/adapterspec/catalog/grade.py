@@ -31,12 +31,13 @@ class Grade:
     score: float
     dimensions: tuple[str, ...]  # in rubric order
     graded: bool = True  # False: the entry has no evidence items (e.g. no paper text to check quotes against)
+    why: str = "no evidence items"  # why it is ungraded, when it is
 
     @property
     def breakdown(self) -> str:
         """e.g. ``PE+BL+DE = 3.5``."""
         if not self.graded:
-            return "ungraded: no evidence items"
+            return f"ungraded: {self.why}"
         return ("+".join(self.dimensions) or "none") + f" = {self.score:g}"
 
 
@@ -44,4 +45,5 @@ def grade(entry: Entry) -> Grade:
     """Sum of the points of every rubric dimension that at least one evidence item supports."""
     claimed = {ev.dimension for ev in entry.evidence}
     dims = tuple(code for code in RUBRIC if code in claimed)
-    return Grade(score=sum(RUBRIC[c].points for c in dims), dimensions=dims, graded=bool(entry.evidence))
+    return Grade(score=sum(RUBRIC[c].points for c in dims), dimensions=dims, graded=bool(entry.evidence),
+                 why="no evidence items" if entry.papers else "no paper")
