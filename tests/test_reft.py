@@ -186,3 +186,25 @@ def test_false_claims_of_orthonormal_rows_are_caught(tmp_path, old, new, expect)
     result = verify_entry(_catalog(tmp_path, old, new))
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "reft.yaml" in message, message
+
+
+# -- the frozen model, as pseudocode sees it -------------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+def test_ops_run_the_tiny_transformer_like_the_module(bias):
+    """`ops.tiny_block`, `ops.layer_norm` and `tiny.model_symbols` are a second, plain-tensor formulation of the frozen
+    model: from token ids to logits they agree with `TinyTransformer` (biases or none)."""
+    from adapterspec import ops
+    from adapterspec.tiny import TinyConfig, TinyTransformer, model_symbols, pretrained_like_
+
+    model = TinyTransformer(TinyConfig(vocab_size=11, d_model=16, n_heads=4, n_layers=3, bias=bias, dtype=D64))
+    pretrained_like_(model, torch.Generator().manual_seed(0))
+    S = model_symbols(model)
+    x = torch.randint(11, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, hidden = model(x, return_hidden=True)
+        h = S["E"][x] + S["P"][:7]
+        for l, w in enumerate(S["blocks"]):
+            torch.testing.assert_close(h, hidden[l], rtol=0, atol=1e-13)
+            h = ops.tiny_block(h, w, S["H"])
+        logits = ops.layer_norm(h, S["g_f"], S["b_f"]) @ S["U"].T
+        torch.testing.assert_close(logits, model(x), rtol=0, atol=1e-12)
