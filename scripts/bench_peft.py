@@ -4,7 +4,8 @@
     python scripts/bench_peft.py --write         # also write docs/data/peft_speed.json, which the site renders
     python scripts/bench_peft.py lora oft        # only some methods
 
-Setting (the same for both): one ``nn.Linear(1024, 1024)`` in float32 on the CPU, input ``(8, 128, 1024)``, every
+Setting (the same for both): one ``nn.Linear(1024, 1024)`` in float32 on the CPU, input ``(8, 128, 1024)`` (for a
+method on another base, such as an embedding of 1024 tokens, 8 of its ``example_inputs``), every
 trainable peft tensor randomised, our module built from peft's layer by ``from_peft``. One step is ``y = layer(x)`` then
 ``y.backward(g)`` (gradients of the adapter's tensors only). Ours and peft's steps alternate in blocks, and each side's
 time is the median over all its blocks, so drift in the machine's speed affects both alike. Ratio = ours / peft.
@@ -56,8 +57,12 @@ def bench(slug: str, blocks: int, steps: int) -> dict:
     model, theirs = wrap(base, peft_config(slug, target_modules=["proj"], **config))
     randomize_peft_(model, gen, scale=0.1)
     ours = from_peft(theirs, method=slug)
-    x = torch.randn(BATCH, TOKENS, D, generator=gen)
-    g = torch.randn(BATCH, TOKENS, D, generator=gen)
+    if isinstance(base, nn.Linear):
+        x = torch.randn(BATCH, TOKENS, D, generator=gen)
+    else:  # token ids for an embedding (vocabulary D): the method's own example inputs
+        x = adapter_class(slug).example_inputs(base, BATCH, gen, torch.float32)
+    with torch.no_grad():
+        g = torch.randn(theirs(x).shape, generator=gen)
     with torch.no_grad():
         err = float((ours(x) - theirs(x)).abs().max() / theirs(x).abs().max())
     for layer in (ours, theirs):  # warm-up

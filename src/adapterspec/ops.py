@@ -18,10 +18,12 @@ __all__ = [
     "diag",
     "eye",
     "fft",
+    "gelu",
     "ifft",
     "ifft2",
     "inv",
     "kron",
+    "layer_norm",
     "ones",
     "row_norm",
     "sin",
@@ -29,6 +31,7 @@ __all__ = [
     "softmax",
     "sqrt",
     "svd",
+    "tiny_block",
     "topk",
     "zeros",
 ]
@@ -167,3 +170,47 @@ def cayley(Q: Tensor) -> Tensor:
 def block_diag(R: Tensor) -> Tensor:
     """Block-diagonal matrix from a stack of blocks ``R (k, b, b)`` → ``(k·b, k·b)``."""
     return torch.block_diag(*R)
+
+
+# -- the tiny transformer's frozen parts, for pseudocode of methods that act on a whole model -----------------------
+def gelu(v: Tensor) -> Tensor:
+    """Exact GELU, ``v · Φ(v)`` with ``Φ`` the standard normal CDF (``0.5 v (1 + erf(v / √2))``)."""
+    return torch.nn.functional.gelu(v)
+
+
+def layer_norm(v: Tensor, g: Tensor, b: Tensor, eps: float = 1e-5) -> Tensor:
+    """LayerNorm over the last dimension: ``g ⊙ (v − mean) / sqrt(var + eps) + b`` (biased variance)."""
+    mu = v.mean(dim=-1, keepdim=True)
+    var = (v - mu).pow(2).mean(dim=-1, keepdim=True)
+    return g * (v - mu) / torch.sqrt(var + eps) + b
+
+
+def tiny_block(h: Tensor, w: dict, H: int) -> Tensor:
+    """One frozen block of the tiny transformer (`adapterspec.tiny.Block`), written out on plain tensors.
+
+    Pre-norm: ``h + attn(LN₁(h))``, then ``+ mlp(LN₂(·))``, with causal ``H``-head attention and a GELU MLP.
+
+    Args:
+        h: the residual stream ``(T, d)`` of one sequence (or ``(B, T, d)``).
+        w: the block's tensors by name (`adapterspec.tiny.model_symbols` builds them): ``g1 b1 g2 b2`` (the two
+            LayerNorms), ``W_q b_q W_k b_k W_v b_v W_o b_o`` (attention, each ``W (d, d)``), ``W_up b_up W_down
+            b_down`` (MLP) and ``eps``; a bias may be ``None``.
+        H: number of heads (``d`` divisible by it).
+    """
+    T, d = h.shape[-2:]
+    hd = d // H
+
+    def lin(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+        return x @ W.T if b is None else x @ W.T + b
+
+    def heads(x: Tensor) -> Tensor:  # (..., T, d) -> (..., H, T, hd)
+        return x.reshape(*x.shape[:-1], H, hd).transpose(-2, -3)
+
+    a = layer_norm(h, w["g1"], w["b1"], w["eps"])
+    q, k, v = (heads(lin(a, w[f"W_{n}"], w[f"b_{n}"])) for n in "qkv")
+    future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+    S = (q @ k.transpose(-1, -2) / hd**0.5).masked_fill(future, float("-inf"))  # (..., H, T, T)
+    o = (torch.softmax(S, dim=-1) @ v).transpose(-2, -3).reshape(h.shape)  # (..., T, d)
+    h = h + lin(o, w["W_o"], w["b_o"])
+    m = layer_norm(h, w["g2"], w["b2"], w["eps"])
+    return h + lin(gelu(lin(m, w["W_up"], w["b_up"])), w["W_down"], w["b_down"])

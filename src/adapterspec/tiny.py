@@ -309,6 +309,27 @@ def example_model(d_model: int, n_heads: int, generator: torch.Generator, dtype:
     return pretrained_like_(model, generator)
 
 
+
+def model_symbols(model: TinyTransformer) -> dict:
+    """The frozen model's tensors under the names pseudocode uses (`adapterspec.ops.tiny_block` reads a block's):
+    ``E`` (token embedding ``(V, d)``), ``P`` (positions ``(max_len, d)``), ``blocks`` (one dict per block: ``g1 b1
+    W_q b_q W_k b_k W_v b_v W_o b_o g2 b2 W_up b_up W_down b_down eps``), ``g_f``, ``b_f`` (final LayerNorm), ``U``
+    (``lm_head.weight (V, d)``) and ``H`` (heads). A method's ``symbols()`` adds these to its own, so that its
+    pseudocode can run the whole model: ``h = E[x] + P[:T]``, ``h = tiny_block(h, blocks[l], H)``, logits
+    ``layer_norm(h, g_f, b_f) @ U.T``."""
+    def block(b: Block) -> dict:
+        a, m = b.attn, b.mlp
+        return {"g1": b.norm1.weight, "b1": b.norm1.bias, "g2": b.norm2.weight, "b2": b.norm2.bias,
+                "W_q": a.q_proj.weight, "b_q": a.q_proj.bias, "W_k": a.k_proj.weight, "b_k": a.k_proj.bias,
+                "W_v": a.v_proj.weight, "b_v": a.v_proj.bias, "W_o": a.o_proj.weight, "b_o": a.o_proj.bias,
+                "W_up": m.up.weight, "b_up": m.up.bias, "W_down": m.down.weight, "b_down": m.down.bias,
+                "eps": b.norm1.eps}
+
+    return {"E": model.embed.weight, "P": model.pos.weight, "blocks": [block(b) for b in model.blocks],
+            "g_f": model.norm.weight, "b_f": model.norm.bias, "U": model.lm_head.weight,
+            "H": model.config.n_heads}
+
+
 # -- training ----------------------------------------------------------------------------------------------------
 def next_token_loss(logits: Tensor, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of predicting ``tokens[:, t]`` from ``logits[:, t − 1]``, over ``t ≥ 1`` where ``mask``

@@ -1,9 +1,9 @@
 """Property formulas (``r * (d_in + d_out)``), evaluated by a small interpreter with bounded numbers.
 
 A formula comes from an entry, so it is never handed to ``eval``: this walks its syntax tree and allows names,
-numbers, strings, ``True False None``, ``+ - * / // % **``, comparisons, ``and or not``, ``a if c else b`` and
-``min max int round sqrt``. Every intermediate number is checked, so ``9**9**9**9`` is an error after one step, not a
-hang.
+numbers, strings, ``True False None``, ``+ - * / // % **``, comparisons, ``and or not``, ``a if c else b``,
+``min max int round sqrt`` and ``len`` of a list hyperparameter (``len(token_indices)``). Every intermediate
+number is checked, so ``9**9**9**9`` is an error after one step, not a hang.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def evaluate_formula(expr: str, names: dict[str, Any]) -> float:
             if node.id not in names:
                 raise FormulaError(f"unknown name '{node.id}'; names: {', '.join(sorted(names))}")
             v = names[node.id]
+            if isinstance(v, (list, tuple)):  # a list hyperparameter (token ids): only len() reads it
+                return tuple(_number(x) for x in v)
             return v if v is None or isinstance(v, (bool, str)) else _number(v)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return not ev(node.operand)
@@ -92,6 +94,12 @@ def evaluate_formula(expr: str, names: dict[str, Any]) -> float:
                 return _number(_BINARY[type(node.op)](a, b))
             except (ZeroDivisionError, OverflowError) as e:
                 raise FormulaError(str(e)) from None
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len"
+                and not node.keywords and len(node.args) == 1):
+            v = ev(node.args[0])
+            if not isinstance(v, tuple):
+                raise FormulaError(f"len() takes a list hyperparameter, got {v!r}")
+            return len(v)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
                 and not node.keywords and 1 <= len(node.args) <= 4):
             args = [_number(ev(a)) for a in node.args]
@@ -100,7 +108,7 @@ def evaluate_formula(expr: str, names: dict[str, Any]) -> float:
             except (TypeError, ValueError) as e:
                 raise FormulaError(f"{node.func.id}: {e}") from None
         raise FormulaError("only numbers, names, arithmetic, comparisons, and/or/not, if-else and "
-                           "min/max/int/round/sqrt are allowed")
+                           "min/max/int/round/sqrt/len are allowed")
 
     try:
         value = ev(tree.body)

@@ -110,6 +110,7 @@ class Grade:
     dimensions: tuple[str, ...]  # claimed dimensions, in rubric order
     graded: bool = True  # False: the entry has no evidence items (e.g. no paper text to check quotes against)
     replicated: float = 0.0  # the score after independent results
+    why: str = "no evidence items"  # why it is ungraded, when it is
     detail: dict[str, DimensionGrade] = field(default_factory=dict)  # every rubric dimension
 
     @property
@@ -128,7 +129,7 @@ class Grade:
     def breakdown(self) -> str:
         """e.g. ``PE 1 + BL 0.75 + DE 0.75 = 2.5``: each claimed dimension with its weighted credit."""
         if not self.graded:
-            return "ungraded: no evidence items"
+            return f"ungraded: {self.why}"
         parts = " + ".join(f"{c} {round(self.detail[c].claimed, 2):g}" for c in self.dimensions)
         return (parts or "none") + f" = {self.score:g}"
 
@@ -148,4 +149,5 @@ def grade(entry: Entry, comparison: Comparison | None = None) -> Grade:
         detail[code] = DimensionGrade(code, index, weight, claimed, verdict, why, replicated)
     dims = tuple(c for c, d in detail.items() if d.present)
     return Grade(score=round(sum(d.claimed for d in detail.values()), 2), dimensions=dims, graded=bool(entry.evidence),
-                 replicated=round(sum(d.replicated for d in detail.values()), 2), detail=detail)
+                 replicated=round(sum(d.replicated for d in detail.values()), 2), detail=detail,
+                 why="no evidence items" if entry.papers else "no paper")

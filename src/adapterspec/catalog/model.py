@@ -43,6 +43,7 @@ HyperValue = Union[
     Annotated[int, Field(ge=-4096, le=4096)],
     Annotated[float, Field(ge=-1e6, le=1e6), AfterValidator(_finite)],
     Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{0,40}$")],
+    Annotated[list[Annotated[int, Field(ge=-4096, le=4096)]], Field(max_length=64)],  # token ids, layer indices
 ]
 Hyperparameters = Annotated[dict[Identifier, HyperValue], Field(max_length=24)]
 Dim = Annotated[int, Field(ge=1, le=256)]
@@ -69,7 +70,7 @@ class Implementation(_Strict):
                                description="adapterspec method slug; defaults to the entry's id")
     hyperparameters: Hyperparameters = Field(
         default_factory=dict, description="keyword arguments for adapterspec.create during verification (integers "
-        "within ±4096, finite floats within ±1e6, short strings)")
+        "within ±4096, finite floats within ±1e6, short strings, lists of at most 64 such integers)")
     variants: list[Hyperparameters] = Field(
         default_factory=list, max_length=8, description="further hyperparameter sets (merged over `hyperparameters`), "
         "each verified too, so that every branch of the pseudocode runs")
@@ -110,6 +111,8 @@ class PropertiesWhen(_Strict):
     preserves_input_gram: bool | None = None
     orthogonal: list[Orthogonal] | None = Field(None, max_length=8, description="replaces the entry's list ([] for "
                                                 "none)")
+    semi_orthogonal: list[Identifier] | None = Field(None, max_length=8, description="replaces the entry's list "
+                                                     "([] for none)")
 
 
 class SVDSubspace(_Strict):
@@ -138,6 +141,11 @@ class Properties(_Strict):
     orthogonal: list[Orthogonal] = Field(
         default_factory=list, max_length=8,
         description="rotations or reflections of the method, each checked to be orthogonal in float64 in a "
+        "randomized state")
+    semi_orthogonal: list[Identifier] = Field(
+        default_factory=list, max_length=8,
+        description="symbols holding a matrix with orthonormal rows, R Rᵀ = I with R (r × d), r ≤ d (or a stack "
+        "(..., r, d)): a projection onto an r-dimensional subspace, such as ReFT's R; checked in float64 in a "
         "randomized state")
     when: list[PropertiesWhen] = Field(
         default_factory=list, max_length=4,
@@ -194,8 +202,13 @@ class Entry(_Strict):
     name: Name = Field(max_length=40)
     full_name: Name
     summary: Prose(800) = Field(description="one sentence for the catalog index")
-    papers: list[PaperKey] = Field(min_length=1, max_length=8,
-                                   description="citation keys of the method's papers, records in papers/<key>.yaml")
+    papers: list[PaperKey] = Field(max_length=8,
+                                   description="citation keys of the method's papers, records in papers/<key>.yaml; "
+                                   "empty only for a method that has no paper, which then names its `documentation`")
+    documentation: str | None = Field(
+        None, pattern=r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~%+/#-]*)?$", max_length=200,
+        description="for a method with no paper (a library feature): the page that describes it, e.g. peft's "
+        "documentation; required when `papers` is empty (the entry is then ungraded)")
     code: Code
     themes: list[str] = Field(min_length=1, max_length=8, description="from entries/themes.yaml")
     testable_hypothesis: Sentence = Field(
@@ -212,10 +225,17 @@ class Entry(_Strict):
     caveats: list[Prose(3000)] = Field(default_factory=list, max_length=16)
     discrepancies: list[Discrepancy] = Field(default_factory=list, max_length=16)
     related: list[str] = Field(default_factory=list, max_length=16)
-    benchmark: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,120}$")]] = Field(
+    benchmark: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]{1,120}$")]] = Field(
         default_factory=list, max_length=16,
         description="experiments of peft's method-comparison benchmark that ran this method "
         "(result file names without .json, e.g. lora--llama-3.2-3B-rank32)")
+
+    @model_validator(mode="after")
+    def _a_paper_or_its_documentation(self) -> "Entry":
+        if not self.papers and self.documentation is None:
+            raise ValueError("papers is empty: cite at least one paper, or, for a method with no paper, give "
+                             "`documentation:` (the https page that describes it)")
+        return self
 
     @property
     def module_slug(self) -> str:

@@ -258,7 +258,7 @@ def _glance(item: LoadedEntry, result: Result, g, comparison: Comparison | None,
     return _html.get_template("glance.html.j2").render(
         testable=Markup(prose.render_inline(e.testable_hypothesis)),
         math=[line for line in e.math.strip().splitlines() if line.strip()], props=e.properties,
-        graded=g.graded, replicated=g.replicated, claimed=g.score, max_score=MAX_SCORE,
+        graded=g.graded, why=g.why, replicated=g.replicated, claimed=g.score, max_score=MAX_SCORE,
         contradicted=g.contradicted, reproduced=g.reproduced, layer=layer, params=n,
         params_pct=_pct(n, layer[0], layer[1]) if n is not None else None,
         names_note=", ".join(f"{k} = {v}" for k, v in explorer.names_for(e.module_slug, expr, *layer).items()
@@ -404,7 +404,7 @@ def compare_page(catalog: Catalog, results: dict[str, Result], frag: Fragments, 
             pseudocode=Markup(f'<div class="language-python highlight"><pre><span></span><code>{body}</code></pre></div>'),
             props=e.properties, checks=len(results[it.slug].checks),
             peft=(f"max relative error {eq.worst('float32'):.1e}" if eq is not None and eq.ok else None),
-            graded=g.graded, claimed=g.score, replicated=g.replicated, evidence=evidence, bench=bench_line))
+            graded=g.graded, why=g.why, claimed=g.score, replicated=g.replicated, evidence=evidence, bench=bench_line))
     table = _html.get_template("compare.html.j2").render(methods=methods,
                                                          default=[m["slug"] for m in methods[:2]])
     return _env.get_template("compare.md.j2").render(frag=frag, table=table, count=len(methods))

@@ -662,6 +662,30 @@ def check_orthogonal(case: Case) -> list[Check]:
     return checks
 
 
+def check_semi_orthogonal(case: Case) -> list[Check]:
+    """Each declared ``R`` (``(r, d)`` with ``r ≤ d``, or a stack ``(..., r, d)``) has orthonormal rows, ``R Rᵀ = I``,
+    in float64 in a randomized state: what an orthonormal basis of a subspace, as opposed to a rotation, satisfies."""
+    declared, where = case.declared("semi_orthogonal")
+    if not declared:
+        return []
+    symbols = _symbols(case.randomized())
+    checks = []
+    for name in declared:
+        R = symbols.get(name)
+        if not isinstance(R, torch.Tensor) or R.dim() < 2 or R.shape[-2] > R.shape[-1]:
+            got = tuple(R.shape) if isinstance(R, torch.Tensor) else type(R).__name__
+            checks.append(case.check(f"orthonormal rows {name}", False, f"'{name}' must be a symbol of the module "
+                                     f"holding an (r, d) matrix with r ≤ d, or a stack (..., r, d); got {got}", None,
+                                     where))
+            continue
+        R = R.to(DTYPE)
+        err = _max_err(R @ R.mT, torch.eye(R.shape[-2], dtype=DTYPE).expand(*R.shape[:-1], R.shape[-2]))
+        ok = err <= 1e-12
+        checks.append(case.check(f"orthonormal rows {name}", ok, f"max|R Rᵀ − I| = {err:.2e} (float64), R of shape "
+                                 f"{tuple(R.shape)}", err if ok else None, where))
+    return checks
+
+
 def check_row_norms(case: Case) -> list[Check]:
     name = case.item.entry.properties.row_norms
     if name is None:
@@ -723,7 +747,8 @@ CHECKS: tuple[Callable[[Case], list[Check]], ...] = (
     check_only_adapter_trainable,
     check_parameter_count, check_formulas_at_other_shapes, check_shared_across_layers, check_mergeable,
     check_merge_roundtrip, check_rank_bound,
-    check_neuron_gram, check_input_gram, check_orthogonal, check_svd_subspace, check_row_norms,
+    check_neuron_gram, check_input_gram, check_orthogonal, check_svd_subspace, check_semi_orthogonal,
+    check_row_norms,
 )
 
 

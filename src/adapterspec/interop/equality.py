@@ -4,7 +4,8 @@ For every case of a converter (`adapterspec.interop.peft`), every layer shape an
 one-layer model, wrap it with ``peft.get_peft_model``, move *every* trainable peft tensor away from its init (an
 identity-at-init adapter would otherwise agree with anything), convert the layer with `from_peft`, and compare:
 
-* outputs: ``from_peft(layer)(x)`` against ``layer(x)``, on a ``(2, 5, d_in)`` batch;
+* outputs: ``from_peft(layer)(x)`` against ``layer(x)``, on a ``(2, 5, d_in)`` batch (for a base other than an
+  ``nn.Linear``, such as an embedding, on two of the method's ``example_inputs``: token ids);
 * merged weights: our ``W'`` against the weight peft writes into the base layer on ``merge()``, and the outputs of the
   two merged layers (ours merged against peft's merged);
 * trainable parameters: our ``num_trainable()`` against peft's count of ``requires_grad`` tensors for the same config,
@@ -180,12 +181,16 @@ def _run_case(res: CaseResult, slug: str, config: dict, d_in: int, d_out: int, d
         model = model.to(dtype).eval()
         res.peft_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         randomize_peft_(model, g)
-        x = torch.randn(2, 5, d_in, generator=g, dtype=torch.float64).to(dtype)
+        if isinstance(base, nn.Linear):
+            x = torch.randn(2, 5, d_in, generator=g, dtype=torch.float64).to(dtype)
+        else:  # token ids for an embedding: what the method itself is verified on
+            x = adapter_class(slug).example_inputs(base, 2, g, dtype)
 
         ours = from_peft(layer, method=slug).eval()
         res.ours_params = ours.num_trainable()
         if formula is not None:
-            names = {**hyperparameters(slug), "d_in": d_in, "d_out": d_out}
+            first, second = adapter_class(slug).shape_names  # ("vocab_size", "d_model") for an embedding
+            names = {**hyperparameters(slug), first: d_in, second: d_out, "d_in": d_in, "d_out": d_out}
             names.update({k: getattr(ours, k) for k in names if hasattr(ours, k)})
             res.formula_params = int(evaluate_formula(formula, names))
         y_peft, y_ours = layer(x), ours(x)
@@ -200,7 +205,7 @@ def _run_case(res: CaseResult, slug: str, config: dict, d_in: int, d_out: int, d
             # merged against merged: peft's own merged and unmerged paths may differ in precision (C3A computes the
             # unmerged update in float32 even for float64 layers)
             err = _rel(layer(x), ours(x))
-            if isinstance(base, nn.Linear):
+            if isinstance(base, (nn.Linear, nn.Embedding)):
                 err = max(err, _rel(W_ours, layer.get_base_layer().weight))
             res.merged_error = err
     except Exception as e:  # noqa: BLE001 — reported, and the test fails on it
