@@ -124,6 +124,9 @@ class Properties(_Strict):
         default_factory=list, max_length=4,
         description="claims that differ for some hyperparameters: each item's fields replace the ones above wherever "
         "its condition holds (later items win); every variant is checked against the claims that apply to it")
+    inference_overhead: Line | None = Field(
+        None, description="what the trained adapter still costs at inference, stated (not measured) for a method "
+        "that cannot be merged: e.g. 'n extra input positions in every forward pass'")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,
