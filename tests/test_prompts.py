@@ -56,3 +56,11 @@ def test_dimensions_resting_on_unchecked_quotes_are_named(catalog):
     assert unchecked_dimensions(item.entry, none_checked) == ["PE", "OOD"]
     one_found = Result(slug="prompt-tuning", file="x", checks=[Check("quote", True, field="evidence[0].quote")])
     assert unchecked_dimensions(item.entry, one_found) == ["OOD"]
+
+
+def test_prefix_tuning_zero_prefix_is_not_the_identity(model):
+    module = adapterspec.create("prefix-tuning", model, n=3)
+    x = _tokens()
+    with torch.no_grad():
+        module.P.zero_()  # zero keys score 0 and zero values add nothing, but they still take softmax weight
+        assert (module(x) - model(x)).abs().max() > 1e-3

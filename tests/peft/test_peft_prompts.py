@@ -70,3 +70,21 @@ def test_peft_cached_generation_of_a_soft_prompted_gpt2_drifts_from_the_forward_
                                   do_sample=False, use_cache=False)
     assert gaps[0] < 1e-6 and min(gaps[1:]) > 1e-3, gaps  # the first token is right, the cached ones drift
     assert torch.equal(uncached, greedy(lambda i: hf_logits(plain, i, P), ids, 3))
+
+
+# -- prefix tuning -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", [0, 1])
+def test_prefix_tuning_cells_pass_and_a_wrong_layout_is_caught(case, monkeypatch):
+    conv = converters()["prefix-tuning"]
+    formula = ("n * d_model + hidden * (d_model + 1) + 2 * n_layers * d_model * (hidden + 1) if projection "
+               "else n * 2 * n_layers * d_model")
+    res = conv.run_case(conv.CASES[case], (24, 2), D64, seed=2, formula=formula)
+    assert res.ok, res.problem()
+    assert res.peft_params == res.ours_params == res.formula_params
+    import adapterspec.methods.prefix_tuning as method
+
+    # keys and values swapped in the layout: caught
+    swapped = lambda P, L, H: method.split_prefix(P, L, H).flip(1)  # noqa: E731
+    monkeypatch.setattr(conv, "split_prefix", swapped)
+    off = conv.run_case(conv.CASES[case], (24, 2), D64, seed=2)
+    assert not off.ok and off.output_error > 1e-3
