@@ -64,3 +64,30 @@ def test_prefix_tuning_zero_prefix_is_not_the_identity(model):
     with torch.no_grad():
         module.P.zero_()  # zero keys score 0 and zero values add nothing, but they still take softmax weight
         assert (module(x) - model(x)).abs().max() > 1e-3
+
+
+def test_llama_adapter_term_is_the_tiny_models_gated_prefix(model):
+    """The Hugging Face formulation's `adaption_term` and the tiny model's gated `PrefixKV` are the same maths."""
+    from adapterspec.methods.llama_adapter import adaption_term, prompt_kv
+    from adapterspec.tiny import PrefixKV
+
+    attn = model.blocks[2].attn
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(3), dtype=D64)
+    P = torch.randn(3, 16, generator=torch.Generator().manual_seed(4), dtype=D64)
+    g = torch.tensor([0.3, -0.7, 1.1, 0.0], dtype=D64)
+    K, V = prompt_kv(P, attn.k_proj, attn.v_proj, 4)
+    with torch.no_grad():
+        q = attn.split_heads(attn.q_proj(x))  # (B, H, T, h)
+        expected = attn(x) + attn.merge_heads(adaption_term(q, K, V, g)) @ attn.o_proj.weight.T
+        torch.testing.assert_close(attn(x, PrefixKV(K, V, g)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_llama_adapter_is_the_identity_until_its_gate_moves(model):
+    module = adapterspec.create("llama-adapter", model, n=3, layers=2)
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), rtol=0, atol=0)
+        module.g.fill_(0.5)
+        assert (module(x) - model(x)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="layers \\(how many top blocks"):
+        adapterspec.create("llama-adapter", model, layers=4)

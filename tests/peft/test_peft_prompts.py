@@ -88,3 +88,42 @@ def test_prefix_tuning_cells_pass_and_a_wrong_layout_is_caught(case, monkeypatch
     monkeypatch.setattr(conv, "split_prefix", swapped)
     off = conv.run_case(conv.CASES[case], (24, 2), D64, seed=2)
     assert not off.ok and off.output_error > 1e-3
+
+
+# -- LLaMA-Adapter -------------------------------------------------------------------------------------------------------
+def test_llama_adapter_cell_passes_and_a_missing_output_projection_is_caught(monkeypatch):
+    conv = converters()["llama-adapter"]
+    res = conv.run_case(conv.CASES[0], (24, 2), torch.float32, seed=3,
+                        formula="layers * (n * d_model + (n_heads if per_head else 1))")
+    assert res.ok, res.problem()
+    assert res.peft_params == res.ours_params == res.formula_params == 2 * (3 * 24 + 1)
+    import adapterspec.methods.llama_adapter as method
+
+    monkeypatch.setattr(conv, "adaption_term", lambda q, K, V, g: 2 * method.adaption_term(q, K, V, g))
+    off = conv.run_case(conv.CASES[0], (24, 2), torch.float32, seed=3)
+    assert not off.ok and off.output_error > 1e-3
+
+
+def test_peft_takes_the_prompt_softmax_in_float32(monkeypatch):
+    """Discrepancy pinned: in a float64 model peft's adaption prompt agrees with the exact formula only to float32
+    precision; with the softmax taken in float32 on our side as well, the two agree to 1e-12."""
+    import math
+
+    conv = converters()["llama-adapter"]
+    plain, model, ids = _wrapped("llama", peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=3,
+                                                                    adapter_layers=2), seed=4)
+    ours = copy.deepcopy(plain)
+    conv.attach(ours, *conv.prompts(model))
+    with torch.no_grad():
+        y_peft, exact = model(input_ids=ids).logits, ours(input_ids=ids).logits
+        gap = float((exact - y_peft).abs().max() / y_peft.abs().max())
+
+        def float32_softmax(q, K, V, g):
+            S = q @ K.mT / math.sqrt(q.shape[-1])
+            return g.reshape(-1, 1, 1) * (torch.softmax(S, dim=-1, dtype=torch.float32).to(q.dtype) @ V)
+
+        monkeypatch.setattr(conv, "adaption_term", float32_softmax)
+        like_peft = copy.deepcopy(plain)
+        conv.attach(like_peft, *conv.prompts(model))
+        close = float((like_peft(input_ids=ids).logits - y_peft).abs().max() / y_peft.abs().max())
+    assert 1e-12 < gap < conv.FLOAT64_TOLERANCE and close < 1e-12, (gap, close)
