@@ -127,3 +127,21 @@ def test_peft_takes_the_prompt_softmax_in_float32(monkeypatch):
         conv.attach(like_peft, *conv.prompts(model))
         close = float((like_peft(input_ids=ids).logits - y_peft).abs().max() / y_peft.abs().max())
     assert 1e-12 < gap < conv.FLOAT64_TOLERANCE and close < 1e-12, (gap, close)
+
+
+# -- P-tuning ------------------------------------------------------------------------------------------------------------
+def test_p_tuning_lstm_cell_passes_and_a_wrong_gate_order_is_caught(monkeypatch):
+    conv = converters()["p-tuning"]
+    res = conv.run_case(conv.CASES[1], (24, 2), D64, seed=5)
+    assert res.ok, res.problem()
+    assert res.peft_params == res.ours_params
+    import adapterspec.methods.p_tuning as method
+
+    def swapped(E_p, W_ih, W_hh, b_ih, b_hh, *head):  # forget and input gates exchanged
+        perm = lambda t: torch.cat([t.chunk(4)[1], t.chunk(4)[0], *t.chunk(4)[2:]])  # noqa: E731
+        return method.lstm_encoder(E_p, [perm(w) for w in W_ih], [perm(w) for w in W_hh], [perm(b) for b in b_ih],
+                                   [perm(b) for b in b_hh], *head)
+
+    monkeypatch.setattr(conv, "lstm_encoder", swapped)
+    off = conv.run_case(conv.CASES[1], (24, 2), D64, seed=5)
+    assert not off.ok and off.output_error > 1e-6
