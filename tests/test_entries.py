@@ -22,10 +22,13 @@ def test_quotes_checked_against_paper_text(slug, catalog, papers):
     if not papers.available:
         pytest.skip(f"paper texts not available at {papers.folder}")
     result = verify_entry(catalog.entries[slug], papers)
-    assert result.quotes == "checked"
     quote_checks = [c for c in result.checks if c.name.startswith("quote")]
-    entry = catalog.entries[slug].entry
-    assert len(quote_checks) == len(entry.evidence)
+    item = catalog.entries[slug]
+    entry = item.entry
+    # a quote may go unchecked only when its paper has no saved text recorded (then the page says so)
+    without_text = [ev for ev in entry.evidence if item.papers[ev.paper].text is None]
+    assert result.quotes == ("partly unchecked" if without_text else "checked")
+    assert len(quote_checks) == len(entry.evidence) - len(without_text)
     assert all(c.ok for c in quote_checks)
     if not entry.evidence:  # only acceptable when no cited paper's text (of the cited version) can be checked against
         assert not any(papers.find(record)[0] for record in catalog.entries[slug].papers.values()), \

@@ -12,6 +12,7 @@ from torch import Tensor
 
 __all__ = [
     "block_diag",
+    "cat",
     "cayley",
     "circulant",
     "cos",
@@ -33,6 +34,7 @@ __all__ = [
     "svd",
     "tiny_block",
     "topk",
+    "transformer",
     "zeros",
 ]
 
@@ -83,6 +85,11 @@ def topk(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest entries of ``v`` along its last dimension and their indices (largest first)."""
     values, indices = torch.topk(v, k, dim=-1)
     return values, indices
+
+
+def cat(tensors: list[Tensor], dim: int = 0) -> Tensor:
+    """Concatenate along ``dim``, as ``torch.cat``: ``cat([P, E], dim=0)`` puts ``P (n, d)`` before ``E (T, d)``."""
+    return torch.cat(list(tensors), dim=dim)
 
 
 def kron(A: Tensor, B: Tensor) -> Tensor:
@@ -214,3 +221,51 @@ def tiny_block(h: Tensor, w: dict, H: int) -> Tensor:
     h = h + lin(o, w["W_o"], w["b_o"])
     m = layer_norm(h, w["g2"], w["b2"], w["eps"])
     return h + lin(gelu(lin(m, w["W_up"], w["b_up"])), w["W_down"], w["b_down"])
+
+
+def transformer(θ: dict[str, Tensor], e: Tensor, H: int, attend=None, start: int = 0, eps: float = 1e-5) -> Tensor:
+    r"""Logits ``(T, V)`` of a tiny transformer (`adapterspec.tiny.TinyTransformer`) run on one sequence of input
+    embeddings ``e (T, d)``, written out from its weights ``θ`` (its ``state_dict``, by name) so that a method that acts
+    on the inputs or inside attention can be stated around it.
+
+    Position ``start + t`` is added to input ``t``; then each block ``l`` is
+    ``h ← h + W_O [attend(l, q, k, v)] + b_O`` (heads merged) and ``h ← h + MLP(LN_2(h))``, with
+    ``q, k, v (H, T, h)`` the heads of ``LN_1(h)`` through ``q_proj``, ``k_proj``, ``v_proj``; the logits are
+    ``lm_head(LN(h))``. ``attend(l, q, k, v) → (H, T, h)`` is where a method's attention goes (prefix keys and
+    values, a gated prompt); by default it is plain causal attention, ``softmax(q kᵀ/√h + M) v``.
+
+    Args:
+        θ: the model's weights by ``state_dict`` name (``embed.weight``, ``blocks.0.attn.q_proj.weight``, ...).
+        e: input embeddings of one sequence, ``(T, d)``.
+        H: number of attention heads.
+        attend: ``attend(l, q, k, v)``, the heads of block ``l``; ``None`` for causal attention.
+        start: position of the first input (the prefix length, when a prefix stands for earlier tokens).
+        eps: LayerNorm epsilon.
+    """
+    T, d = e.shape
+    n_layers = sum(1 for name in θ if name.startswith("blocks.") and name.endswith(".norm1.weight"))
+
+    def linear(x: Tensor, name: str) -> Tensor:
+        bias = θ.get(name + ".bias")
+        return x @ θ[name + ".weight"].T + (0 if bias is None else bias)
+
+    def norm(x: Tensor, name: str) -> Tensor:
+        return torch.nn.functional.layer_norm(x, (d,), θ[name + ".weight"], θ.get(name + ".bias"), eps)
+
+    def causal(l: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        S = (q @ k.mT / q.shape[-1] ** 0.5).masked_fill(future, float("-inf"))  # (H, T, T)
+        return torch.softmax(S, dim=-1) @ v
+
+    attend = attend or causal
+    h = e + θ["pos.weight"][start:start + T]  # (T, d)
+    for l in range(n_layers):
+        block = f"blocks.{l}."
+        a = norm(h, block + "norm1")
+        q, k, v = (linear(a, block + "attn." + p).reshape(T, H, d // H).transpose(0, 1)
+                   for p in ("q_proj", "k_proj", "v_proj"))  # (H, T, h)
+        heads = attend(l, q, k, v)  # (H, T, h)
+        h = h + linear(heads.transpose(0, 1).reshape(T, d), block + "attn.o_proj")
+        h = h + linear(torch.nn.functional.gelu(linear(norm(h, block + "norm2"), block + "mlp.up")),
+                       block + "mlp.down")
+    return linear(norm(h, "norm"), "lm_head")  # (T, V)

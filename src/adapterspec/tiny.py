@@ -229,7 +229,7 @@ class TinyTransformer(nn.Module):
     def forward(self, tokens: Tensor | None = None, *, inputs_embeds: Tensor | None = None,
                 prefix: Mapping[int, PrefixKV] | None = None,
                 interventions: Mapping[int, Intervention] | None = None,
-                return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+                return_hidden: bool = False, start: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits ``(B, T, V)`` for ``tokens (B, T)`` or for ``inputs_embeds (B, T, d)`` (exactly one of them).
 
         Args:
@@ -238,16 +238,18 @@ class TinyTransformer(nn.Module):
             prefix: per block index ``l``, a `PrefixKV` for that block's attention (hook point 3).
             interventions: per layer index ``l`` in ``0 … L``, a function replacing ``h_l`` (hook point 2).
             return_hidden: also return ``[h_0, …, h_L]``.
+            start: position of the first input (``pos.weight[start + t]`` is added to input ``t``): ``P`` when ``P``
+                prefix keys and values stand for tokens that came before the sequence, as in a cache (prefix tuning).
         """
         if (tokens is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of tokens (B, T) and inputs_embeds (B, T, d_model)")
         e = self.embed(tokens) if inputs_embeds is None else inputs_embeds  # (B, T, d)
         T = e.shape[1]
-        if T > self.config.max_len:
-            raise ValueError(f"sequence of {T} positions (soft prompt included) exceeds TinyConfig.max_len="
-                             f"{self.config.max_len}; build the model with a larger max_len")
+        if start + T > self.config.max_len:
+            raise ValueError(f"sequence of {start + T} positions (soft prompt or prefix included) exceeds "
+                             f"TinyConfig.max_len={self.config.max_len}; build the model with a larger max_len")
         prefix, interventions = prefix or {}, interventions or {}
-        h = e + self.pos.weight[:T]  # (B, T, d)
+        h = e + self.pos.weight[start:start + T]  # (B, T, d)
         hidden = []
         for l in range(len(self.blocks) + 1):
             if l in interventions:
@@ -378,3 +380,57 @@ def pretrain(model: nn.Module, task: Task, steps: int = 500, batch_size: int = 3
         losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+# -- a base for adapters that wrap a whole model -------------------------------------------------------------------
+from adapterspec.adapter import Adapter  # noqa: E402 — after the model, which does not need it
+
+
+class ModelAdapter(Adapter):
+    """Base of the methods that wrap a whole `TinyTransformer` (soft prompts, prefixes, adaption prompts): what they
+    wrap, how they are verified, and the symbols their pseudocode reads. Not a method itself.
+
+    * ``base_type = TinyTransformer``; an entry's ``shapes`` pairs are ``(d_model, n_heads)`` (`example_model`, with
+      `EXAMPLE` for the other sizes: 3 blocks, so that a formula in ``n_layers`` cannot pass by writing 2);
+    * `example_inputs` are token ids ``(n, T)``; the module returns logits ``(n, T, V)`` on those tokens only, like
+      its base (a method that prepends virtual positions drops their logits);
+    * property formulas may use ``d_model``, ``n_heads``, ``n_layers`` and ``vocab_size`` (`Adapter.sizes`);
+    * pseudocode symbols: ``θ`` (the model's weights by ``state_dict`` name, for `adapterspec.ops.transformer`),
+      ``E`` (the token embedding table, ``(V, d)``), ``H``, ``L``, ``d_model``, ``n_heads``.
+    """
+
+    mergeable = False
+    base_type = TinyTransformer
+    shape_names = ("d_model", "n_heads")
+    EXAMPLE: dict = {"vocab_size": 16, "n_layers": 3, "max_len": 32}
+    T_EXAMPLE = 6  # tokens per verification input
+
+    @property
+    def d_in(self) -> int:
+        return self.base.config.d_model
+
+    @property
+    def d_out(self) -> int:
+        return self.base.config.n_heads
+
+    @classmethod
+    def example_base(cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> TinyTransformer:
+        return example_model(d_in, d_out, generator, dtype, **cls.EXAMPLE).eval()
+
+    @classmethod
+    def example_inputs(cls, base: nn.Module, n: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+        return torch.randint(base.config.vocab_size, (n, cls.T_EXAMPLE), generator=generator)  # (n, T) token ids
+
+    @classmethod
+    def sizes(cls, base: nn.Module) -> dict[str, int]:
+        return {"n_layers": base.config.n_layers, "vocab_size": base.config.vocab_size}
+
+    def symbols(self) -> dict:
+        c = self.base.config
+        theta = {k: v.detach() for k, v in self.base.state_dict().items()}
+        return {"θ": theta, "E": self.base.embed.weight, "H": c.n_heads, "L": c.n_layers, "d_model": c.d_model,
+                "n_heads": c.n_heads}
+
+    def extra_repr(self) -> str:
+        c = self.base.config
+        return f"d_model={c.d_model}, n_heads={c.n_heads}, n_layers={c.n_layers}, trainable={self.num_trainable()}"

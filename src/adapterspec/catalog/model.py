@@ -154,6 +154,9 @@ class Properties(_Strict):
     svd_subspace: SVDSubspace | None = Field(
         None, description="ΔW = W' − W0 (W0 the pretrained weight) lies in the span of W0's top-r left and/or right "
         "singular vectors, checked in float64 on a randomized state")
+    inference_overhead: Line | None = Field(
+        None, description="what the trained adapter still costs at inference, stated (not measured) for a method "
+        "that cannot be merged: e.g. 'n extra input positions in every forward pass'")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,

@@ -204,6 +204,13 @@ def reference_venue(paper) -> str:
     return venue if re.search(r"\b(19|20)\d\d\b", venue) else f"{venue} {paper.year}"
 
 
+def unchecked_dimensions(entry, result: Result) -> list[str]:
+    """Grade dimensions none of whose quotes was found in a saved paper text in this build (in rubric order): the
+    page says the score counts them on the entry's word alone."""
+    found = {ev.dimension for i, ev in enumerate(entry.evidence) if _quote_status(result, i) == "found"}
+    return [d for d in grade(entry).dimensions if d not in found]
+
+
 def _quote_status(result: Result, i: int) -> str:
     for c in result.checks:
         if c.field == f"evidence[{i}].quote":
@@ -225,6 +232,7 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
         e=e, item=item, result=result, g=g, rubric=RUBRIC, max_score=MAX_SCORE,
         themes=catalog.themes, catalog=catalog, includes=includes(e.module_slug, root),
         quote_status=[_quote_status(result, i) for i in range(len(e.evidence))],
+        unchecked_dims=unchecked_dimensions(e, result),
         unchecked_reason=lambda i: result.observed.get("unchecked_quotes", {}).get(str(i), "paper text unavailable"),
         papers=[item.papers[k] for k in e.papers], bib=item.papers,
         bibtex_text="\n".join(bibtex(item.papers[k]) for k in e.papers),

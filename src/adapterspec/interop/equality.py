@@ -162,7 +162,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_case(slug: str, config: dict, shape: tuple[int, int], dtype: torch.dtype, seed: int = 0,
              formula: str | None = None) -> CaseResult:
-    """Run one cell of the matrix (see the module docstring)."""
+    """Run one cell of the matrix (see the module docstring). A converter for a method that acts on a whole model
+    rather than one layer (soft prompts, prefixes) runs its own cell instead, with its ``run_case``
+    (`adapterspec.interop.peft._models`)."""
+    own = getattr(converters()[slug], "run_case", None)
+    if own is not None:
+        return own(config, tuple(shape), dtype, seed=seed, formula=formula)
     d_in, d_out = shape
     name = str(dtype).removeprefix("torch.")
     res = CaseResult(slug, config, shape, name, math.inf, None, -1, -1, TOLERANCE[dtype])
