@@ -486,7 +486,8 @@ def peft_page(catalog: Catalog, peft: dict[str, tuple[object, str]], speed: dict
     notes = {slug: getattr(c, "SPEED_NOTE", None) for slug, c in converters().items()}
     return _env.get_template("peft.md.j2").render(
         frag=frag, catalog=catalog, peft=peft, speed=speed, target=SPEED_TARGET, torch_version=torch.__version__,
-        peft_version=peft_version, speed_notes={k: v for k, v in notes.items() if v})
+        peft_version=peft_version, speed_notes={k: v for k, v in notes.items() if v},
+        not_timed={slug: c.NOT_TIMED for slug, c in sorted(converters().items()) if getattr(c, "BENCH", ()) is None})
 
 
 def fill_markers(markdown: str, page: str, catalog: Catalog, results: dict[str, Result], frag: Fragments) -> str:

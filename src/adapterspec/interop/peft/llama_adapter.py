@@ -25,6 +25,9 @@ LAYER = "peft.tuners.adaption_prompt.layer.AdaptedAttention"
 CONFIG = "AdaptionPromptConfig"
 SHAPES = [(32, 4), (24, 2)]  # (d_model, n_heads) of the Llama the matrix builds
 FLOAT64_TOLERANCE = 1e-5  # peft: F.softmax(scores, dtype=torch.float32) for the prompt's scores
+BENCH = None  # not timed by scripts/bench_peft.py, which times one layer: see NOT_TIMED
+NOT_TIMED = ("acts on a whole model (its input sequence or every layer's keys and values), not on one layer: "
+             "scripts/bench_peft.py times single layers; equality is checked on whole tiny models instead")
 CASES = [
     dict(adapter_len=3, adapter_layers=2),
     dict(adapter_len=5, adapter_layers=3),  # every layer

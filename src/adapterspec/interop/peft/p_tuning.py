@@ -23,6 +23,9 @@ from adapterspec.methods.p_tuning import lstm_encoder, mlp_encoder
 LAYER = "peft.tuners.p_tuning.model.PromptEncoder"
 CONFIG = "PromptEncoderConfig"
 SHAPES = [(32, 4), (24, 2)]  # (d_model, n_heads) of the GPT-2 the matrix builds
+BENCH = None  # not timed by scripts/bench_peft.py, which times one layer: see NOT_TIMED
+NOT_TIMED = ("acts on a whole model (its input sequence or every layer's keys and values), not on one layer: "
+             "scripts/bench_peft.py times single layers; equality is checked on whole tiny models instead")
 CASES = [
     dict(num_virtual_tokens=3, encoder_hidden_size=10),  # peft's default MLP encoder
     dict(num_virtual_tokens=4, encoder_hidden_size=6, encoder_reparameterization_type="LSTM"),  # 2 layers

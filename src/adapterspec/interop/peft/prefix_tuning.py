@@ -23,6 +23,9 @@ from adapterspec.methods.prefix_tuning import reparameterize, split_prefix
 LAYER = "peft.tuners.prefix_tuning.model.PrefixEncoder"
 CONFIG = "PrefixTuningConfig"
 SHAPES = [(32, 4), (24, 2)]  # (d_model, n_heads) of the GPT-2 the matrix builds
+BENCH = None  # not timed by scripts/bench_peft.py, which times one layer: see NOT_TIMED
+NOT_TIMED = ("acts on a whole model (its input sequence or every layer's keys and values), not on one layer: "
+             "scripts/bench_peft.py times single layers; equality is checked on whole tiny models instead")
 CASES = [
     dict(num_virtual_tokens=3),  # peft's default: the prefix trained directly
     dict(num_virtual_tokens=5, prefix_projection=True, encoder_hidden_size=12),  # the paper's MLP

@@ -21,6 +21,9 @@ from adapterspec.methods.prompt_tuning import prepend
 LAYER = "peft.tuners.prompt_tuning.model.PromptEmbedding"
 CONFIG = "PromptTuningConfig"
 SHAPES = [(32, 4), (24, 2)]  # (d_model, n_heads) of the GPT-2 the matrix builds
+BENCH = None  # not timed by scripts/bench_peft.py, which times one layer: see NOT_TIMED
+NOT_TIMED = ("acts on a whole model (its input sequence or every layer's keys and values), not on one layer: "
+             "scripts/bench_peft.py times single layers; equality is checked on whole tiny models instead")
 CASES = [
     dict(num_virtual_tokens=3),  # peft's default RANDOM init: nn.Embedding's N(0, 1)
     dict(num_virtual_tokens=6, prompt_tuning_init="SAMPLE_VOCAB"),
