@@ -1,0 +1,261 @@
+"""Run the arena: plan the cells, fit them in a local process pool, write one record per fit plus provenance.
+
+A *cell* is one (method, target, budget). Its fits run in one worker: the learning rate is chosen on seed 0 from
+`settings.LR_GRID` by the validation error, then the other seeds run at that learning rate; every fit is a record.
+Cells are independent, so they go to a ``concurrent.futures`` pool (one torch thread per worker) and finish in any
+order; each fit is seeded by its own (seed, target), so the results do not depend on the order or the pool size.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from adapterspec.arena import budget, settings, tier1
+
+FORMAT = 1  # bump when the record layout changes
+DEFAULT_OUT = "docs/data/arena.json"
+DEFAULT_FIGURES = "docs/assets/arena"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation runs (the full grid, ``--quick``, or a subset)."""
+
+    methods: tuple[str, ...]
+    targets: tuple[str, ...]
+    budgets: tuple[float, ...]
+    seeds: tuple[int, ...]
+    lr_grid: tuple[float, ...]
+    steps: int
+    batch: int
+    d_in: int
+    d_out: int
+    quick: bool = False
+
+    def settings(self) -> dict:
+        return {**asdict(self), "relative_size": settings.RELATIVE_SIZE, "eval_samples": settings.EVAL_SAMPLES,
+                "fit": settings.FIT, "fail": settings.FAIL, "over_budget": settings.OVER_BUDGET}
+
+
+def plan(quick: bool = False, methods: list[str] | None = None, targets: list[str] | None = None,
+         budgets: list[float] | None = None) -> Plan:
+    from adapterspec.registry import available
+
+    if quick:
+        base = Plan(settings.QUICK_METHODS, settings.QUICK_TARGETS, settings.QUICK_BUDGETS, settings.QUICK_SEEDS,
+                    settings.QUICK_LR_GRID, settings.QUICK_STEPS, settings.BATCH, *settings.QUICK_SHAPE, quick=True)
+    else:
+        base = Plan(tuple(available()), tuple(tier1.TARGETS), settings.BUDGETS, settings.SEEDS, settings.LR_GRID,
+                    settings.STEPS, settings.BATCH, settings.D_IN, settings.D_OUT)
+    known = set(available())
+    for m in methods or ():
+        if m not in known:
+            raise KeyError(f"no method {m!r}; available: {', '.join(sorted(known))}")
+    for t in targets or ():
+        if t not in tier1.TARGETS:
+            raise KeyError(f"no target {t!r}; targets: {', '.join(tier1.TARGETS)}")
+    return Plan(tuple(methods or base.methods), tuple(targets or base.targets), tuple(budgets or base.budgets),
+                base.seeds, base.lr_grid, base.steps, base.batch, base.d_in, base.d_out, base.quick)
+
+
+@dataclass
+class Cell:
+    method: str
+    target: str
+    budget: float
+    hyper: dict
+    params: int
+    records: list[dict] = field(default_factory=list)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def run_cell(p: Plan, method: str, target: str, budget_: float, hyper: dict) -> list[dict]:
+    """Every fit of one cell: the learning-rate search on seed 0, then the other seeds at the chosen rate."""
+    torch.set_num_threads(1)
+    common = {"tier": 1, "method": method, "target": target, "budget": budget_,
+              "budget_params": round(budget_ * p.d_in * p.d_out), "hyper": hyper}
+    records = []
+    first, *rest = p.seeds
+    for lr in p.lr_grid:
+        r = tier1.fit(method, hyper, target, first, lr, p.steps, p.d_in, p.d_out, p.batch)
+        records.append({**common, "seed": first, "lr": lr, **r, "selected": False})
+    scored = [rec for rec in records if rec["val_error"] is not None]
+    if not scored:  # every learning rate diverged: report seed-0 failure at the smallest rate
+        records[0]["selected"] = True
+        best_lr = p.lr_grid[0]
+    else:
+        best = min(scored, key=lambda rec: rec["val_error"])
+        best["selected"] = True
+        best_lr = best["lr"]
+    for seed in rest:
+        r = tier1.fit(method, hyper, target, seed, best_lr, p.steps, p.d_in, p.d_out, p.batch)
+        records.append({**common, "seed": seed, "lr": best_lr, **r, "selected": True})
+    for rec in records:
+        rec["seconds"] = round(rec["seconds"], 3)
+        for k in ("val_error", "test_error"):
+            if rec[k] is not None:
+                rec[k] = float(f"{rec[k]:.6g}")
+    return records
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return (commit + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(jobs: int, wall: float) -> dict:
+    """Where and when the results were produced (no host names)."""
+    return {"commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}", "jobs": jobs,
+            "wall_seconds": round(wall, 1)}
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One row per cell: the chosen learning rate and the mean and spread (sample standard deviation) of the test
+    error over the seeds; a seed whose loss diverged counts as failed (no error)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("tier") == 1 and r["selected"]:
+            cells.setdefault((r["method"], r["target"], r["budget"]), []).append(r)
+    rows = []
+    for (m, t, b), rs in sorted(cells.items()):
+        errs = [r["test_error"] for r in rs if r["test_error"] is not None]
+        rows.append({"method": m, "target": t, "budget": b, "params": rs[0]["params"], "hyper": rs[0]["hyper"],
+                     "budget_params": rs[0]["budget_params"], "lr": rs[0]["lr"], "seeds": len(rs),
+                     "diverged": len(rs) - len(errs),
+                     "mean": statistics.fmean(errs) if errs else None,
+                     "spread": statistics.stdev(errs) if len(errs) > 1 else 0.0 if errs else None})
+    return rows
+
+
+def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
+    """The full grid's wall time on ``cores`` cores, extrapolated from the mean time of this run's fits per method
+    (methods this run did not fit are given the mean of the others)."""
+    from adapterspec.registry import available
+
+    per: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("tier") == 1:
+            per.setdefault(r["method"], []).append(r["seconds"])
+    if not per:
+        return None
+    means = {m: statistics.fmean(v) for m, v in per.items()}
+    fallback = statistics.fmean(means.values())
+    fits = len(tier1.TARGETS) * len(settings.BUDGETS) * (len(settings.LR_GRID) + len(settings.SEEDS) - 1)
+    steps_scale = settings.STEPS / max(1, statistics.fmean(r.get("steps", settings.STEPS) for r in records))
+    applicable = [m for m in available() if budget.applicable(m) is None]
+    return sum(means.get(m, fallback) for m in applicable) * fits * steps_scale / cores
+
+
+def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict:
+    """Run the plan; returns the results document (records, summary, skipped methods, settings, provenance)."""
+    start = time.perf_counter()
+    skipped: dict[str, str] = {}
+    cells: list[Cell] = []
+    for m in p.methods:
+        why = budget.applicable(m)
+        if why:
+            skipped[m] = f"not applicable to tier 1: {why}"
+            continue
+        for b in p.budgets:
+            choice = budget.choose(m, b, p.d_in, p.d_out)
+            if choice is None:
+                skipped[m] = "its constructor refuses every capacity value on this layer"
+                break
+            cells += [Cell(m, t, b, choice.kwargs, choice.params) for t in p.targets]
+    for m, why in skipped.items():
+        progress(f"arena: {m}: {why}")
+    progress(f"arena: {len(cells)} cells × {len(p.lr_grid) + len(p.seeds) - 1} fits, {jobs} worker(s)")
+    records: list[dict] = []
+    done = 0
+
+    def report(cell: Cell, recs: list[dict]) -> None:
+        nonlocal done
+        done += 1
+        records.extend({**r, "steps": p.steps} for r in recs)
+        errs = [r["test_error"] for r in recs if r["selected"] and r["test_error"] is not None]
+        shown = f"{statistics.fmean(errs):.3f}" if errs else "diverged"
+        hyper = ", ".join(f"{k}={v}" for k, v in cell.hyper.items()) or "fixed"
+        lr = next(r["lr"] for r in recs if r["selected"])
+        secs = sum(r["seconds"] for r in recs)
+        progress(f"[{done:>4}/{len(cells)}] {cell.method:<10} {cell.target:<16} {100 * cell.budget:>4.1f}%  "
+                 f"{hyper:<12} {cell.params:>7} params  lr {lr:g}  error {shown}  ({secs:.1f} s)")
+
+    if jobs <= 1:
+        torch.set_num_threads(1)
+        for c in cells:
+            report(c, run_cell(p, c.method, c.target, c.budget, c.hyper))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+            futures = {pool.submit(run_cell, p, c.method, c.target, c.budget, c.hyper): c for c in cells}
+            for f in as_completed(futures):
+                report(futures[f], f.result())
+    order = {(m, t, b): i for i, (m, t, b) in enumerate((c.method, c.target, c.budget) for c in cells)}
+    records.sort(key=lambda r: (order[(r["method"], r["target"], r["budget"])], r["seed"], r["lr"]))
+    wall = time.perf_counter() - start
+    doc = {"format": FORMAT, "provenance": provenance(jobs, wall), "settings": p.settings(),
+           "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
+           "records": records, "summary": summarise(records)}
+    est = estimate_full_seconds(records)
+    doc["provenance"]["estimated_full_run_seconds_2_cores"] = None if est is None else round(est)
+    return doc
+
+
+def write(doc: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``new`` over ``old``: cells ``new`` ran replace the same cells of ``old`` (a partial rerun)."""
+    if old.get("format") != FORMAT or old.get("settings", {}).get("quick") != new["settings"]["quick"]:
+        return new
+    ran = {(r["method"], r["target"], r["budget"]) for r in new["records"]}
+    kept = [r for r in old["records"] if (r["method"], r["target"], r["budget"]) not in ran]
+    records = kept + new["records"]
+    out = dict(new)
+    out["records"] = records
+    out["summary"] = summarise(records)
+    out["skipped"] = {**old.get("skipped", {}), **new["skipped"]}
+    out["targets"] = {**old.get("targets", {}), **new["targets"]}
+    s = dict(new["settings"])
+    for k in ("methods", "targets", "budgets"):
+        s[k] = sorted(set(old["settings"].get(k, ())) | set(new["settings"][k]), key=str)
+    out["settings"] = s
+    out["provenance"] = {**new["provenance"], "merged_with": old.get("provenance")}
+    return out
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "unknown"
+    return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def main_progress(line: str) -> None:
+    print(line, flush=True, file=sys.stdout)
