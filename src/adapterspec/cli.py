@@ -187,8 +187,9 @@ def cmd_arena(args: argparse.Namespace) -> int:
     paths = figures.write_figures(doc, fig_dir)
     est = doc["provenance"].get("estimated_full_run_seconds_2_cores")
     print(f"arena: {len(doc['records'])} fits in {runner.fmt_seconds(doc['provenance']['wall_seconds'])}; wrote {out}"
-          f" and {', '.join(str(p) for p in paths)}; the full grid would take about {runner.fmt_seconds(est)} on "
-          "2 cores (extrapolated from these fits)")
+          f" and {', '.join(str(p) for p in paths)}"
+          + (f"; the full grid would take about {runner.fmt_seconds(est)} on 2 cores (extrapolated from these fits)"
+             if est else ""))
     return 0
 
 

@@ -127,9 +127,9 @@ def _git_commit() -> str | None:
         return None
 
 
-def provenance(jobs: int, wall: float) -> dict:
+def provenance(jobs: int, wall: float, commit: str | None) -> dict:
     """Where and when the results were produced (no host names)."""
-    return {"commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+    return {"commit": commit, "torch": torch.__version__, "python": platform.python_version(),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}", "jobs": jobs,
             "wall_seconds": round(wall, 1)}
@@ -175,6 +175,7 @@ def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
 def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict:
     """Run the plan; returns the results document (records, summary, skipped methods, settings, provenance)."""
     start = time.perf_counter()
+    commit = _git_commit()  # the code the fits ran, read before they start
     skipped: dict[str, str] = {}
     cells: list[Cell] = []
     for m in p.methods:
@@ -218,10 +219,10 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
     order = {(m, t, b): i for i, (m, t, b) in enumerate((c.method, c.target, c.budget) for c in cells)}
     records.sort(key=lambda r: (order[(r["method"], r["target"], r["budget"])], r["seed"], r["lr"]))
     wall = time.perf_counter() - start
-    doc = {"format": FORMAT, "provenance": provenance(jobs, wall), "settings": p.settings(),
+    doc = {"format": FORMAT, "provenance": provenance(jobs, wall, commit), "settings": p.settings(),
            "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
            "records": records, "summary": summarise(records)}
-    est = estimate_full_seconds(records)
+    est = None if p.quick else estimate_full_seconds(records)
     doc["provenance"]["estimated_full_run_seconds_2_cores"] = None if est is None else round(est)
     return doc
 
