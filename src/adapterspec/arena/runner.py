@@ -221,6 +221,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
     wall = time.perf_counter() - start
     doc = {"format": FORMAT, "provenance": provenance(jobs, wall, commit), "settings": p.settings(),
            "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
+           "target_facts": tier1.facts(p.d_in, p.d_out, p.targets),
            "records": records, "summary": summarise(records)}
     est = None if p.quick else estimate_full_seconds(records)
     doc["provenance"]["estimated_full_run_seconds_2_cores"] = None if est is None else round(est)
@@ -244,6 +245,7 @@ def merge(old: dict, new: dict) -> dict:
     out["summary"] = summarise(records)
     out["skipped"] = {**old.get("skipped", {}), **new["skipped"]}
     out["targets"] = {**old.get("targets", {}), **new["targets"]}
+    out["target_facts"] = {**old.get("target_facts", {}), **new["target_facts"]}
     s = dict(new["settings"])
     for k in ("methods", "targets", "budgets"):
         s[k] = sorted(set(old["settings"].get(k, ())) | set(new["settings"][k]), key=str)

@@ -204,3 +204,23 @@ def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d
         if not math.isfinite(val) or not math.isfinite(test):
             val = test = None
     return {"params": count, "val_error": val, "test_error": test, "seconds": time.perf_counter() - start}
+
+
+def facts(d_in: int, d_out: int, targets: tuple[str, ...], seed: int = 0) -> dict[str, dict]:
+    """What each target is, measured on seed 0's instance (float64), for predictions made without rerunning anything:
+    the rank of ΔW*, whether W* keeps W0's neuron Gram matrix (W*W*ᵀ = W0W0ᵀ) or input Gram matrix
+    (W*ᵀW* = W0ᵀW0), and ``floor[k]``: the smallest relative error any update of rank at most k can reach,
+    ‖tail_k(ΔW* L)‖ / ‖ΔW* L‖ (Eckart–Young on ΔW* L, since the error is measured through the inputs x = L z)."""
+    W0, L = layer(d_in, d_out)
+    out = {}
+    for name in targets:
+        W = target_weight(name, d_in, d_out, seed)
+        delta = W - W0
+        s = torch.linalg.svdvals(delta @ L)
+        tail = torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0])  # tail[k] = Σ_{i ≥ k} s_i²
+        floor = (torch.cat([tail, tail.new_zeros(1)]) / tail[0]).sqrt()
+        gram = lambda A, B: float(torch.linalg.matrix_norm(A - B) / torch.linalg.matrix_norm(B))  # noqa: E731
+        out[name] = {"rank": int((s > s[0] * 1e-9).sum()), "full_rank": min(d_in, d_out),
+                     "neuron_gram": gram(W @ W.T, W0 @ W0.T) < 1e-9, "input_gram": gram(W.T @ W, W0.T @ W0) < 1e-9,
+                     "floor": [float(f"{float(v):.4g}") for v in floor]}
+    return out
