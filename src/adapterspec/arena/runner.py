@@ -175,6 +175,7 @@ def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
 def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict:
     """Run the plan; returns the results document (records, summary, skipped methods, settings, provenance)."""
     start = time.perf_counter()
+    torch.set_num_threads(1)  # small matrices: a second thread only spins (each worker process is one thread too)
     commit = _git_commit()  # the code the fits ran, read before they start
     skipped: dict[str, str] = {}
     cells: list[Cell] = []
@@ -208,7 +209,6 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
                  f"{hyper:<12} {cell.params:>7} params  lr {lr:g}  error {shown}  ({secs:.1f} s)")
 
     if jobs <= 1:
-        torch.set_num_threads(1)
         for c in cells:
             report(c, run_cell(p, c.method, c.target, c.budget, c.hyper))
     else:
