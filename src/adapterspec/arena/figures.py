@@ -42,7 +42,7 @@ def heatmap_svg(doc: dict) -> str:
     targets = [t for t in doc["targets"] if any(r["target"] == t for r in rows)]
     cell = {(r["method"], r["target"], r["budget"]): r for r in rows}
     panel_w = len(targets) * CELL_W
-    width = LABEL_W + len(budgets) * (panel_w + GAP)
+    width = max(LABEL_W + len(budgets) * (panel_w + GAP), LABEL_W + 640)  # room for the legend
     height = HEAD_H + len(methods) * CELL_H + 40
     parts = []
     for p, b in enumerate(budgets):

@@ -77,6 +77,7 @@ def _circulant_blocks(m: int, n: int, b: int, g: torch.Generator) -> Tensor:
     return blocks.permute(0, 2, 1, 3).reshape(m * b, n * b)
 
 
+@lru_cache(maxsize=16)
 def target_weight(name: str, d_in: int, d_out: int, seed: int) -> Tensor:
     """``W*`` (float64, ``(d_out, d_in)``) for target ``name``, scaled so that ‖(W* − W0) L‖ = RELATIVE_SIZE ‖W0 L‖."""
     W0, L = layer(d_in, d_out)
@@ -89,7 +90,7 @@ def target_weight(name: str, d_in: int, d_out: int, seed: int) -> Tensor:
         lo, hi = 0.0, 1.0
         while _size(rotate(torch.linalg.matrix_exp(hi * K)) - W0, L) < goal:
             hi *= 2
-        for _ in range(40):  # bisection on the angle: the rotation itself stays exactly orthogonal
+        for _ in range(32):  # bisection on the angle: the rotation itself stays exactly orthogonal
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if _size(rotate(torch.linalg.matrix_exp(mid * K)) - W0, L) < goal else (lo, mid)
         return rotate(torch.linalg.matrix_exp((lo + hi) / 2 * K))
@@ -132,7 +133,7 @@ def _data(d_in: int, d_out: int, seed: int) -> dict[str, Tensor]:
     return {"train": draw(TRAIN_POOL), "val": draw(settings.EVAL_SAMPLES), "test": draw(settings.EVAL_SAMPLES)}
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)
 def _target32(name: str, d_in: int, d_out: int, seed: int) -> Tensor:
     return target_weight(name, d_in, d_out, seed).float()
 
