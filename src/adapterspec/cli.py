@@ -2,7 +2,8 @@
 
 ```text
 adapterspec verify [SLUG ...] [--entries PATH] [--papers DIR]   verify entries, one line each
-adapterspec schema [--write]                                     print (or write) entries/schema.json
+adapterspec schema [--write]                                     print (or write) entries/ and papers/ schema.json
+adapterspec bib [KEY ...]                                        BibTeX of the bibliography (papers/), generated
 adapterspec new SLUG [--name NAME]                               scaffold entries/SLUG.yaml + methods/SLUG.py
 adapterspec list                                                 the methods with a reference module
 adapterspec peft [SLUG ...]                                      compare modules with peft's layers (needs peft)
@@ -62,13 +63,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from adapterspec.catalog.loader import SCHEMA_FILE, load_themes, schema_text
 
+    import json
+
+    from adapterspec.catalog.bibliography import bibliography_schema
+
     text = schema_text(load_themes(Path(args.entries)))
+    papers = Path(args.entries).parent / "papers"
     if args.write:
         path = Path(args.entries) / SCHEMA_FILE
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
+        if papers.is_dir():
+            (papers / SCHEMA_FILE).write_text(json.dumps(bibliography_schema(), indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+            print(f"wrote {papers / SCHEMA_FILE}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_bib(args: argparse.Namespace) -> int:
+    from adapterspec.catalog import CatalogError
+    from adapterspec.catalog.bibliography import bibtex, load_bibliography
+
+    try:
+        bib = load_bibliography(args.bibliography)
+    except CatalogError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    unknown = [k for k in args.keys if k not in bib]
+    if unknown:
+        print(f"adapterspec: unknown key(s) {', '.join(unknown)}; recorded: {', '.join(sorted(bib.records))}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for key in args.keys or sorted(bib.records):
+        sys.stdout.write(bibtex(bib[key]) + "\n")
     return 0
 
 
@@ -208,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entries", default="entries")
     p.add_argument("--write", action="store_true", help="write entries/schema.json")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("bib", help="BibTeX of the bibliography in papers/, generated from its records")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="citation keys (default: all)")
+    p.add_argument("--bibliography", default="papers", help="bibliography folder (default: ./papers)")
+    p.set_defaults(func=cmd_bib)
     p = sub.add_parser("new", help="scaffold a method: entries/SLUG.yaml and src/adapterspec/methods/SLUG.py")
     p.add_argument("slug", metavar="SLUG")
     p.add_argument("--name", default=None, help="display name, e.g. VeRA (default: the slug in capitals)")

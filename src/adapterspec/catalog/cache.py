@@ -28,8 +28,8 @@ from adapterspec.registry import adapter_class
 
 _ENGINE = ("adapterspec.adapter", "adapterspec.ops", "adapterspec.registry", "adapterspec.catalog.verify",
            "adapterspec.catalog.sandbox", "adapterspec.catalog.worker", "adapterspec.catalog.wire",
-           "adapterspec.catalog.formula", "adapterspec.catalog.papers", "adapterspec.catalog.model",
-           "adapterspec.catalog.benchmark", "adapterspec.catalog.cache", "adapterspec.catalog.figures")
+           "adapterspec.catalog.formula", "adapterspec.catalog.papers", "adapterspec.catalog.bibliography",
+           "adapterspec.catalog.model", "adapterspec.catalog.benchmark", "adapterspec.catalog.cache", "adapterspec.catalog.figures")
 
 
 def _source_key(slug: str, modules: tuple[str, ...], extra_files: tuple[Path, ...], *parts: str) -> str:
@@ -75,7 +75,7 @@ def verified_input(item: LoadedEntry) -> str:
 
 def entry_key(item: LoadedEntry, papers: PaperTexts, benchmark: Benchmark) -> str:
     return _source_key(item.entry.module_slug, _ENGINE, (), verified_input(item),
-                       papers.fingerprint([p.arxiv for p in item.entry.papers]),
+                       papers.fingerprint(list(item.papers.values())),
                        benchmark.fingerprint(item.entry.benchmark))
 
 

@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from adapterspec.catalog.grade import grade
+from adapterspec.catalog.bibliography import PaperRecord
 from adapterspec.catalog.model import Entry
 
 SCHEMA_VERSION = 1
@@ -67,6 +68,7 @@ class CatalogExport(BaseModel):
     adapterspec: str
     torch: str
     entries: list[ExportedEntry]
+    papers: list[PaperRecord] = Field(description="the bibliography (papers/): every key the entries cite")
 
 
 def export(build: Any) -> CatalogExport:
@@ -89,7 +91,7 @@ def export(build: Any) -> CatalogExport:
                                       rank=observed.get("rank", {})),
             grade=GradeRecord(score=g.score, dimensions=list(g.dimensions), graded=g.graded, breakdown=g.breakdown)))
     return CatalogExport(adapterspec=importlib.metadata.version("adapterspec"), torch=torch.__version__,
-                         entries=records)
+                         entries=records, papers=sorted(build.catalog.bibliography, key=lambda r: r.key))
 
 
 def catalog_json(build: Any) -> str:

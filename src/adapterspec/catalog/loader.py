@@ -32,6 +32,7 @@ class LoadedEntry:
     path: Path
     text: str
     lines: dict[Path_, int] = field(repr=False)
+    papers: dict[str, Any] = field(default_factory=dict, repr=False)  # key -> PaperRecord, resolved by load_catalog
 
     @property
     def slug(self) -> str:
@@ -62,11 +63,12 @@ class LoadedEntry:
 
 @dataclass
 class Catalog:
-    """Every entry, by slug, and the theme vocabulary."""
+    """Every entry, by slug, the theme vocabulary and the bibliography."""
 
     root: Path
     entries: dict[str, LoadedEntry]
     themes: dict[str, Theme]
+    bibliography: Any = None  # adapterspec.catalog.bibliography.Bibliography
 
     def __iter__(self):
         return iter(self.entries.values())
@@ -261,12 +263,16 @@ def load_entry(path: Path) -> LoadedEntry:
     return item
 
 
-def load_catalog(root: str | Path = "entries") -> Catalog:
+def load_catalog(root: str | Path = "entries", bibliography: str | Path | None = None) -> Catalog:
     """Load every entry under ``root`` and check what relates entries to each other and to the code.
+
+    Citations resolve against the bibliography: ``bibliography``, else a ``papers/`` folder beside ``root``, else the
+    project's ``papers/``.
 
     Raises:
         CatalogError: listing every problem found, in every file.
     """
+    from adapterspec.catalog.bibliography import BIBLIOGRAPHY, load_bibliography
     from adapterspec.registry import available
 
     root = Path(root)
@@ -281,6 +287,13 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
     except CatalogError as e:
         errors += e.errors
         themes = {}
+    if bibliography is None:
+        bibliography = root.parent / "papers" if (root.parent / "papers").is_dir() else BIBLIOGRAPHY
+    try:
+        bib = load_bibliography(bibliography)
+    except CatalogError as e:
+        errors += e.errors
+        bib = None
     loaded: dict[str, LoadedEntry] = {}
     broken: set[str] = set()  # files that failed to load: already reported, so not "unknown" when referenced
     for path in sorted(root.glob("*.yml")):
@@ -314,14 +327,20 @@ def load_catalog(root: str | Path = "entries") -> Catalog:
         if e.module_slug not in modules:
             errors.append(item.error(f"no reference module '{e.module_slug}' in adapterspec.methods; "
                                      f"available: {', '.join(modules)}", "implementation", "module"))
-        cited = {p.arxiv for p in e.papers}
+        for i, key in enumerate(e.papers):
+            if bib is not None and key not in bib:
+                errors.append(item.error(f"unknown paper '{key}': no {bib.folder}/{key}.yaml; add a record there "
+                                         f"(see papers/README.md); recorded: {', '.join(sorted(bib.records))}",
+                                         "papers", i))
+            elif bib is not None:
+                item.papers[key] = bib[key]
         for i, ev in enumerate(e.evidence):
-            if ev.paper not in cited:
-                errors.append(item.error(f"paper {ev.paper} is not in this entry's papers ({', '.join(sorted(cited))})",
+            if ev.paper not in e.papers:
+                errors.append(item.error(f"paper '{ev.paper}' is not in this entry's papers ({', '.join(e.papers)})",
                                          "evidence", i, "paper"))
     if errors:
         raise CatalogError(errors)
-    return Catalog(root=root, entries=loaded, themes=themes)
+    return Catalog(root=root, entries=loaded, themes=themes, bibliography=bib)
 
 
 def load_entries(root: str | Path = "entries") -> list[Entry]:

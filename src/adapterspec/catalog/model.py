@@ -12,6 +12,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 Dimension = Literal["PE", "BL", "BF", "DE", "OOD", "WA"]
 Slug = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=40)
 ArxivId = Field(pattern=r"^\d{4}\.\d{4,5}$", description='arXiv identifier such as "2106.09685" (quoted)')
+PaperKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{2,39}$"),
+                    Field(description="citation key of a record in papers/ (hu2021lora)")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")]
 # One line of plain text (a title, an author list, a locator): no line breaks or control characters.
 Line = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=300)]
@@ -51,19 +53,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class Paper(_Strict):
-    """A paper the entry cites, by arXiv id."""
-
-    arxiv: str = ArxivId
-    title: Line
-    authors: Line = Field(description='"First author et al."')
-    year: int = Field(ge=1990, le=2100)
-    venue: Line | None = None
-    version: str | None = Field(None, pattern=r"^v\d+$", description="the arXiv version cited, when a later version "
-                                "of the same record rewrote the method (Bone: v3); quotes are then only checked "
-                                "against a saved text of that version")
-
-
 class Code(_Strict):
     """Where the method lives in code."""
 
@@ -100,6 +89,19 @@ class Orthogonal(_Strict):
         "output: W' = R W0 (every column is rotated, so W'ᵀW' is kept)")
 
 
+class PropertiesWhen(_Strict):
+    """Claims that hold only for some hyperparameters (HRA with an odd number of reflections; ETHER+ against ETHER):
+    where ``condition`` is true at a verified case's hyperparameters, the fields given here replace the entry's own."""
+
+    condition: Formula = Field(description="expression in the hyperparameters and d_in, d_out, e.g. 'plus' or "
+                               "'r % 2 == 1 or apply_GS'")
+    identity_at_init: bool | None = None
+    preserves_neuron_gram: bool | None = None
+    preserves_input_gram: bool | None = None
+    orthogonal: list[Orthogonal] | None = Field(None, max_length=8, description="replaces the entry's list ([] for "
+                                                "none)")
+
+
 class Properties(_Strict):
     """Structural claims, each checked numerically by `adapterspec verify`."""
 
@@ -117,6 +119,10 @@ class Properties(_Strict):
         default_factory=list, max_length=8,
         description="rotations or reflections of the method, each checked to be orthogonal in float64 in a "
         "randomized state")
+    when: list[PropertiesWhen] = Field(
+        default_factory=list, max_length=4,
+        description="claims that differ for some hyperparameters: each item's fields replace the ones above wherever "
+        "its condition holds (later items win); every variant is checked against the claims that apply to it")
     row_norms: Identifier | None = Field(None, description="symbol whose values equal the row norms of W' (DoRA: m)")
     shared_across_layers: list[Identifier] = Field(
         default_factory=list, max_length=8,
@@ -130,7 +136,7 @@ class Evidence(_Strict):
     dimension: Dimension
     claim: Prose(3000) = Field(min_length=20, description="what the paper shows, in our words, with its figures")
     quote: str = Field(min_length=20, max_length=400, description="verbatim from the paper, one or two sentences")
-    paper: str = ArxivId
+    paper: PaperKey = Field(description="citation key of the paper quoted (one of the entry's papers)")
     locator: Line = Field(max_length=200, description='where in the paper: "Table 2", "Section 4.1"')
 
 
@@ -150,7 +156,8 @@ class Entry(_Strict):
     name: Name = Field(max_length=40)
     full_name: Name
     summary: Prose(800) = Field(description="one sentence for the catalog index")
-    papers: list[Paper] = Field(min_length=1, max_length=8)
+    papers: list[PaperKey] = Field(min_length=1, max_length=8,
+                                   description="citation keys of the method's papers, records in papers/<key>.yaml")
     code: Code
     themes: list[str] = Field(min_length=1, max_length=8, description="from entries/themes.yaml")
     testable_hypothesis: Sentence = Field(

@@ -24,8 +24,9 @@ import jinja2
 import torch
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import PythonLexer
+from pygments.lexers import BibTeXLexer, PythonLexer
 
+from adapterspec.catalog.bibliography import bibtex
 from adapterspec.catalog.benchmark import SETTING, Benchmark, Comparison, compare
 from adapterspec.catalog.grade import MAX_SCORE, RUBRIC, grade
 from adapterspec.catalog import figures, prose
@@ -113,10 +114,12 @@ class Fragments:
         """One display equation, for KaTeX."""
         return self._add(f'<div class="arithmatex">\\[{html.escape(latex)}\\]</div>')
 
-    def code(self, source: str) -> str:
-        """Python source, highlighted as pymdownx.highlight would (Material's styles and copy button apply)."""
-        body = highlight(source, PythonLexer(), HtmlFormatter(nowrap=True))
-        return self._add(f'<div class="language-python highlight"><pre><span></span><code>{body}</code></pre></div>')
+    def code(self, source: str, language: str = "python") -> str:
+        """Source code (Python or BibTeX), highlighted as pymdownx.highlight would (Material's styles and copy button
+        apply)."""
+        lexer = {"python": PythonLexer, "bibtex": BibTeXLexer}[language]()
+        body = highlight(source, lexer, HtmlFormatter(nowrap=True))
+        return self._add(f'<div class="language-{language} highlight"><pre><span></span><code>{body}</code></pre></div>')
 
     def fill(self, page_html: str) -> str:
         """``page_html`` with every token replaced by its fragment; a token of this page that is not known (split or
@@ -203,6 +206,9 @@ def method_page(item: LoadedEntry, result: Result, catalog: Catalog, root: Path,
         e=e, item=item, result=result, g=grade(e), rubric=RUBRIC, max_score=MAX_SCORE,
         themes=catalog.themes, catalog=catalog, includes=includes(e.module_slug, root),
         quote_status=[_quote_status(result, i) for i in range(len(e.evidence))],
+        unchecked_reason=lambda i: result.observed.get("unchecked_quotes", {}).get(str(i), "paper text unavailable"),
+        papers=[item.papers[k] for k in e.papers], bib=item.papers,
+        bibtex_text="\n".join(bibtex(item.papers[k]) for k in e.papers),
         cls=adapter_class(e.module_slug),
         source_path=Path(inspect.getfile(adapter_class(e.module_slug))).resolve().relative_to(root.resolve()).as_posix(),
     )
@@ -238,6 +244,20 @@ def index_page(catalog: Catalog, results: dict[str, Result], frag: Fragments, be
     return _env.get_template("index.md.j2").render(
         frag=frag, rows=rows, results=results, grade=grade, themes=catalog.themes, max_score=MAX_SCORE, rubric=RUBRIC,
         contradictions=contradictions, peft=peft or {})
+
+
+def bibliography_page(catalog: Catalog, frag: Fragments) -> str:
+    """Every record of ``papers/``, the entries citing it, and the BibTeX of all of them."""
+    records = sorted(catalog.bibliography, key=lambda r: r.key)
+    cited_by = {r.key: sorted(it.slug for it in catalog if r.key in it.entry.papers) for r in records}
+    return _env.get_template("bibliography.md.j2").render(
+        frag=frag, records=records, cited_by=cited_by, names={it.slug: it.entry.name for it in catalog},
+        reference_venue=reference_venue, bibtex_text=bibtex_file(catalog.bibliography))
+
+
+def bibtex_file(bibliography) -> str:
+    """``papers.bib``: every record, sorted by key."""
+    return "\n".join(bibtex(r) for r in sorted(bibliography, key=lambda r: r.key))
 
 
 def peft_page(catalog: Catalog, peft: dict[str, tuple[object, str]], speed: dict | None,

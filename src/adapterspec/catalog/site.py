@@ -21,7 +21,7 @@ from adapterspec.catalog.cache import PeftEqualities, cached_result, store_resul
 from adapterspec.catalog.errors import CatalogError, EntryError
 from adapterspec.catalog.loader import Catalog, load_catalog
 from adapterspec.catalog.papers import DEFAULT_PAPERS, PaperTexts
-from adapterspec.catalog.render import Fragments, index_page, method_page, peft_page
+from adapterspec.catalog.render import Fragments, bibliography_page, index_page, method_page, peft_page
 from adapterspec.catalog.verify import Result, verify_entries
 
 log = logging.getLogger("adapterspec")
@@ -146,10 +146,11 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     speed_file = root / SPEED
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
     versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
-    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "arena.md", "findings.md",
-                                                *(f"methods/{it.slug}.md" for it in catalog))}
+    frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "bibliography.md", "arena.md",
+                                                "findings.md", *(f"methods/{it.slug}.md" for it in catalog))}
     pages = {"methods/index.md": index_page(catalog, results, frags["methods/index.md"], bench, peft),
              "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"]),
+             "bibliography.md": bibliography_page(catalog, frags["bibliography.md"]),
              # the arena's committed results (docs/data/arena.json), never a run of the arena
              "arena.md": arena_pages.arena_page(root, catalog, frags["arena.md"]),
              "findings.md": arena_pages.findings_page(root, catalog, bench, frags["findings.md"])}

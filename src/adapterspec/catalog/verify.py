@@ -211,6 +211,21 @@ class Case:
             raise _Fail(Check(fieldname, False, str(e), field=fieldname,
                               line=self.item.line_of(*fieldname.split(".")))) from None
 
+    def declared(self, name: str) -> tuple[Any, str]:
+        """The entry's claim ``name`` for this case's hyperparameters, and the field it comes from: a
+        ``properties.when`` item whose condition holds here overrides the entry's own value (later items win)."""
+        props = self.item.entry.properties
+        value, where = getattr(props, name), f"properties.{name}"
+        for i, alt in enumerate(props.when):
+            try:
+                holds = evaluate_formula(alt.condition, self.names)
+            except FormulaError as e:
+                raise _Fail(Check("properties.when", False, f"condition {alt.condition!r}: {e}",
+                                  field="properties.when", line=self.item.line_of("properties", "when", i))) from None
+            if holds and getattr(alt, name) is not None:
+                value, where = getattr(alt, name), "properties.when"
+        return value, where
+
     def bind(self, function: str, symbols: dict[str, Any]) -> dict[str, Any]:
         """Every parameter of the snippet's ``function``, bound to a module symbol; an unbindable one fails."""
         kwargs = {}
@@ -256,13 +271,12 @@ class Case:
 
 # -- the checks: one small function per claim, run in this order on every case -----------------------------------------
 def check_identity_at_init(case: Case) -> list[Check]:
-    declared = case.item.entry.properties.identity_at_init
+    declared, where = case.declared("identity_at_init")
     with torch.no_grad():
         err = _max_err(case.fresh()(case.X), case.y_base)
     measured = err <= _tol(case.y_base)
     return [case.check("identity_at_init", measured == declared,
-                       f"declared {declared}, measured max|y − y_base| = {err:.2e} at init", None,
-                       "properties.identity_at_init")]
+                       f"declared {declared}, measured max|y − y_base| = {err:.2e} at init", None, where)]
 
 
 def check_init(case: Case) -> list[Check]:
@@ -441,7 +455,7 @@ def check_rank_bound(case: Case) -> list[Check]:
 
 
 def check_neuron_gram(case: Case) -> list[Check]:
-    declared = case.item.entry.properties.preserves_neuron_gram
+    declared, where = case.declared("preserves_neuron_gram")
     if declared is None or not adapter_class(case.slug).mergeable:
         return []
     module = case.randomized()
@@ -451,13 +465,12 @@ def check_neuron_gram(case: Case) -> list[Check]:
         err = _max_err(W @ W.T, gram0)
     holds = err <= _tol(gram0) * 10
     return [case.check("preserves neuron gram", holds == declared,
-                       f"declared {declared}; max|W'W'ᵀ − W0W0ᵀ| = {err:.2e}", err if holds else None,
-                       "properties.preserves_neuron_gram")]
+                       f"declared {declared}; max|W'W'ᵀ − W0W0ᵀ| = {err:.2e}", err if holds else None, where)]
 
 
 def check_input_gram(case: Case) -> list[Check]:
     """``W'ᵀW' == W0ᵀW0``: what an output-side rotation keeps (checked either way, like the neuron Gram matrix)."""
-    declared = case.item.entry.properties.preserves_input_gram
+    declared, where = case.declared("preserves_input_gram")
     if declared is None or not adapter_class(case.slug).mergeable:
         return []
     module = case.randomized()
@@ -467,8 +480,7 @@ def check_input_gram(case: Case) -> list[Check]:
         err = _max_err(W.T @ W, gram0)
     holds = err <= _tol(gram0) * 10
     return [case.check("preserves input gram", holds == declared,
-                       f"declared {declared}; max|W'ᵀW' − W0ᵀW0| = {err:.2e}", err if holds else None,
-                       "properties.preserves_input_gram")]
+                       f"declared {declared}; max|W'ᵀW' − W0ᵀW0| = {err:.2e}", err if holds else None, where)]
 
 
 def check_orthogonal(case: Case) -> list[Check]:
@@ -476,14 +488,13 @@ def check_orthogonal(case: Case) -> list[Check]:
     float64 in a randomized state, and its blocks tile the side it is declared to act on (``d_in`` for the input
     side, ``d_out`` for the output side; the entry's shapes are non-square, so a wrong side fails). What each side
     keeps is checked by ``preserves_neuron_gram`` (input) and ``preserves_input_gram`` (output)."""
-    declared = case.item.entry.properties.orthogonal
+    declared, where = case.declared("orthogonal")
     if not declared:
         return []
     symbols = _symbols(case.randomized())
     checks = []
     for i, o in enumerate(declared):
         R = symbols.get(o.symbol)
-        where = "properties.orthogonal"
         if not isinstance(R, torch.Tensor) or R.dim() < 2 or R.shape[-1] != R.shape[-2]:
             got = tuple(R.shape) if isinstance(R, torch.Tensor) else type(R).__name__
             checks.append(case.check(f"orthogonal {o.symbol}", False, f"'{o.symbol}' must be a square matrix or a "
@@ -579,21 +590,24 @@ def _run_snippets(item: LoadedEntry, snippet: Snippet, cases: list[Case]) -> Non
 
 
 def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> Iterable[Check]:
+    """Each quote, looked up in the saved text of its paper, when that text is the one the bibliography records."""
     if papers is None or not papers.available:
         res.quotes = "unchecked"
         return
     res.quotes = "checked"
-    versions = {p.arxiv: p.version for p in item.entry.papers}
     for i, ev in enumerate(item.entry.evidence):
-        text = papers.text_of(ev.paper, versions.get(ev.paper))
-        if text is None:
+        record = item.papers.get(ev.paper)
+        if record is None or papers.find(record)[0] is None:
             res.quotes = "partly unchecked"
+            if record is not None:
+                res.observed.setdefault("unchecked_quotes", {})[str(i)] = papers.find(record)[1]
             continue
-        found = papers.contains(ev.paper, ev.quote)
+        found = papers.contains(record, ev.quote)
+        path, _ = papers.find(record)
         yield Check(f"quote {ev.dimension} ({ev.paper})", found,
                     "found in the paper's text" if found else
-                    f"not found in the text of arXiv:{ev.paper} ({papers.path(ev.paper)}) after normalising "
-                    "whitespace, hyphenation and NUL bytes", field=f"evidence[{i}].quote",
+                    f"not found in the text of arXiv:{record.arxiv} ({path}) after normalising whitespace, "
+                    "hyphenation and NUL bytes", field=f"evidence[{i}].quote",
                     line=None if found else item.line_of("evidence", i, "quote"))
 
 
