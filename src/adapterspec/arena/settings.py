@@ -7,7 +7,7 @@ from __future__ import annotations
 # -- tier 1: one layer, teacher and student -----------------------------------------------------------------------
 D_IN, D_OUT = 512, 256  # the layer (non-square; 256 and 512 so that every method's default block sizes divide them)
 BUDGETS = (0.005, 0.02, 0.08)  # trainable parameters as a fraction of the layer's d_in * d_out
-STEPS = 200  # Adam steps per fit (cosine-decayed learning rate), the same for every method
+STEPS = 150  # Adam steps per fit (cosine-decayed learning rate), the same for every method
 BATCH = 128  # inputs per step, sampled from a pool of 8,192 training inputs
 LR_GRID = (2e-3, 1e-2, 5e-2)  # Adam learning rates tried per (method, target, budget) on seed 0
 SEEDS = (0, 1, 2)  # seed 0 chooses the learning rate (validation batch); all three are reported (test batch)
