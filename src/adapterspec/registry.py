@@ -58,8 +58,9 @@ def _defaults(cls: type[Adapter]) -> dict[str, object]:
     return {n: p.default for n, p in list(sig.parameters.items())[2:]}  # after self, base
 
 
-def create(slug: str, base_linear: nn.Linear, **hyperparameters: object) -> Adapter:
-    """Wrap ``base_linear`` in the adapter for method ``slug``.
+def create(slug: str, base_linear: nn.Module, **hyperparameters: object) -> Adapter:
+    """Wrap ``base_linear`` in the adapter for method ``slug`` (an ``nn.Linear`` for most methods; the method's
+    ``base_type`` says what it wraps).
 
     Example:
         >>> import torch, adapterspec

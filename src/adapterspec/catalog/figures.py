@@ -19,11 +19,12 @@ CELL = 9  # pixels per matrix entry
 
 def delta_data(slug: str, hyperparameters: dict[str, Any], fallback: tuple[int, int], seed: int = 7) -> dict | None:
     """ΔW and its singular values for ``slug`` on `SHAPE` (or on ``fallback`` when the method cannot wrap that
-    shape), randomized away from its init; None for a method without a weight update (activation-space methods)."""
+    shape), randomized away from its init; None for a method without one weight update (activation-space methods,
+    and those that change several weights at once)."""
     from adapterspec.registry import adapter_class, create, randomize_
 
     cls = adapter_class(slug)
-    if not cls.mergeable:
+    if not cls.has_delta_weight():
         return None
     for d_in, d_out in (SHAPE, fallback):
         try:

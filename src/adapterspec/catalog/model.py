@@ -76,7 +76,8 @@ class Implementation(_Strict):
     shapes: list[tuple[Dim, Dim]] = Field(
         default_factory=lambda: [(16, 12), (32, 24)], min_length=2, max_length=4,
         description="(d_in, d_out) layer shapes to verify on, each size 1-256; at least two, non-square catches "
-        "transposes")
+        "transposes. For a method wrapping something other than a linear layer, the pair its example_base takes, "
+        "named by its shape_names (e.g. (d_model, n_heads) for an attention block)")
 
 
 class Orthogonal(_Strict):

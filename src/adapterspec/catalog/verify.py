@@ -5,18 +5,21 @@ sandboxed child process (`adapterspec.catalog.worker`), on copies of the tensors
 verifier builds every module, owns every tensor and makes every comparison; `verify` runs one verifier process per
 entry (one per core at a time), under a deadline and a memory limit.
 
-For each hyperparameter set and layer shape the entry names (a `Case`), in float64, on a seeded base layer, the
-checks in `CHECKS` run in order, each on freshly built module state:
+For each hyperparameter set and layer shape the entry names (a `Case`), in float64, on a seeded base module (the
+method's ``example_base``, fed its ``example_inputs``: an ``nn.Linear`` and vectors for most methods; whatever the
+method wraps, with no special case here, for the others), the checks in `CHECKS` run in order, each on freshly built
+module state:
 
 1. ``identity_at_init`` is checked either way; an ``init`` function in the pseudocode must produce the module's
    initial tensors (by name);
 2. the module is moved to a random non-identity state (`adapterspec.randomize_`); if its output still equals
    the base layer's, the check could not fail and verification fails;
-3. the pseudocode's ``forward`` equals the module's, column vector by column vector;
+3. the pseudocode's ``forward`` equals the module's, input by input (a column vector ``x`` for a linear layer;
+   whatever one row of ``example_inputs`` is otherwise), with an output of the module's shape;
 4. only adapter tensors are trainable, and the trainable-parameter formula holds; tensors declared shared across
    layers do not depend on the layer's weights;
-5. merged == unmerged (and unmerge restores the weight exactly) where ``mergeable``; the rank bound and the other
-   declared properties hold.
+5. merged == unmerged (and unmerge restores every base tensor exactly) where ``mergeable``; the rank bound and the
+   other declared properties hold (those about one weight update ``ΔW`` need a method that has one).
 
 Then every evidence quote is looked up in its paper's text (when the texts are available).
 """
@@ -144,19 +147,19 @@ class Case:
     seed: int
     result: Result
     pristine: nn.Module = field(init=False)
-    X: torch.Tensor = field(init=False)  # rows are the test vectors x
+    X: torch.Tensor = field(init=False)  # X[i] is one input x (the method's example_inputs)
     y_base: torch.Tensor = field(init=False)
     expected: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # the module's side
     outputs: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # the pseudocode's side
 
     def __post_init__(self) -> None:
-        g = torch.Generator().manual_seed(self.seed)
+        g, cls = torch.Generator().manual_seed(self.seed), adapter_class(self.slug)
         try:
-            self.pristine = adapter_class(self.slug).example_base(self.d_in, self.d_out, g, DTYPE)
+            self.pristine = cls.example_base(self.d_in, self.d_out, g, DTYPE)
+            self.X = cls.example_inputs(self.pristine, N_VECTORS, g, DTYPE)
         except Exception as exc:  # noqa: BLE001 — a shape the method cannot wrap is an entry error
             raise _Fail(Check(f"layer [{self.label}]", False, str(exc), field="implementation.shapes",
                               line=self.item.line_of("implementation", "shapes"))) from None
-        self.X = torch.randn(N_VECTORS, self.d_in, generator=g, dtype=DTYPE)
         with torch.no_grad():
             self.y_base = self.pristine(self.X)
 
@@ -169,12 +172,18 @@ class Case:
         impl = self.item.entry.implementation
         variant = ", ".join(f"{k}={v}" for k, v in self.hp.items()
                             if k not in impl.hyperparameters or impl.hyperparameters[k] != v)
-        return f"{self.d_out}×{self.d_in}" + (f", {variant}" if variant else "")
+        first, second = adapter_class(self.slug).shape_names
+        shape = (f"{self.d_out}×{self.d_in}" if (first, second) == ("d_in", "d_out")
+                 else f"{first}={self.d_in}, {second}={self.d_out}")
+        return shape + (f", {variant}" if variant else "")
 
     @property
     def names(self) -> dict[str, Any]:
-        """What a property formula may use: the hyperparameters and the layer's sizes."""
-        return {**hyperparameters(self.slug), **self.hp, "d_in": self.d_in, "d_out": self.d_out}
+        """What a property formula may use: the hyperparameters and the layer's sizes (also by the names the method
+        gives them in ``shape_names``)."""
+        first, second = adapter_class(self.slug).shape_names
+        return {**hyperparameters(self.slug), **self.hp, first: self.d_in, second: self.d_out,
+                "d_in": self.d_in, "d_out": self.d_out}
 
     def fresh(self, base: nn.Module | None = None) -> nn.Module:
         """The module right after init, on a copy of the pristine layer (or on ``base``), in float64.
@@ -242,15 +251,16 @@ class Case:
     def snippet_calls(self) -> list[tuple[str, dict[str, Any]]]:
         """The pseudocode calls this case needs, and (kept here) what the module says, to compare with later.
 
-        ``init`` (if the snippet defines it) gets the symbols of a fresh module; ``forward`` gets each test vector
+        ``init`` (if the snippet defines it) gets the symbols of a fresh module; ``forward`` gets each input ``X[i]``
         and the symbols of a randomized module. The worker receives copies; this process keeps the originals.
         """
         calls: list[tuple[str, dict[str, Any]]] = []
         if "init" in self.snippet.functions:
             self.expected["init_symbols"] = _symbols(self.fresh())
-            W = self.pristine.weight.detach().clone()
+            W = getattr(self.pristine, "weight", None)  # the pretrained weight, where the base has one
+            weight = {"W": W.detach().clone(), "W0": W.detach().clone()} if isinstance(W, torch.Tensor) else {}
             calls.append(("init", self.bind("init", {**hyperparameters(self.slug), **self.hp,
-                                                      **self.expected["init_symbols"], "W": W, "W0": W,
+                                                      **self.expected["init_symbols"], **weight,
                                                       "d_in": self.d_in, "d_out": self.d_out})))
         module = self.randomized()
         with torch.no_grad():
@@ -273,7 +283,12 @@ class Case:
 def check_identity_at_init(case: Case) -> list[Check]:
     declared, where = case.declared("identity_at_init")
     with torch.no_grad():
-        err = _max_err(case.fresh()(case.X), case.y_base)
+        y = case.fresh()(case.X)
+    if y.shape != case.y_base.shape:
+        raise _Fail(Check(f"output shape [{case.label}]", False, f"the module returns {tuple(y.shape)} where its base "
+                          f"returns {tuple(case.y_base.shape)} for the same inputs: an adapter must return what its "
+                          "base returns (drop a soft prompt's positions, say)", field="implementation"))
+    err = _max_err(y, case.y_base)
     measured = err <= _tol(case.y_base)
     return [case.check("identity_at_init", measured == declared,
                        f"declared {declared}, measured max|y − y_base| = {err:.2e} at init", None, where)]
@@ -320,18 +335,22 @@ def check_non_trivial(case: Case) -> list[Check]:
 
 
 def check_forward(case: Case) -> list[Check]:
-    """The pseudocode's ``forward`` equals the module's, on each test vector, in a randomized state."""
+    """The pseudocode's ``forward`` equals the module's, on each input, in a randomized state; the output of one input
+    has the shape the module gives it (``(d_out,)`` for a linear layer)."""
     y = case.expected["y"]
     worst = 0.0
     for i, out in enumerate(case.outputs["forward"]):
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (case.d_out,):
+        want = tuple(y[i].shape)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise case.fail("forward", f"returned shape {got}; expected ({case.d_out},) = (d_out,) for x of shape "
-                            f"({case.d_in},)")
+            named = f" = (d_out,)" if want == (case.d_out,) else ""
+            raise case.fail("forward", f"returned shape {got}; expected {want}{named} for x of shape "
+                            f"{tuple(case.X[i].shape)}")
         worst = max(worst, _max_err(out.to(DTYPE), y[i]))
     ok = worst <= _tol(y)
+    noun = "vectors" if case.X.dim() == 2 and case.X.is_floating_point() else "inputs"
     return [case.check("pseudocode.forward", ok, ("" if ok else "the pseudocode and the module disagree: ")
-                       + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} vectors", worst, "pseudocode")]
+                       + f"max|snippet − module| = {worst:.2e} on {N_VECTORS} {noun}", worst, "pseudocode")]
 
 
 def check_only_adapter_trainable(case: Case) -> list[Check]:
@@ -408,7 +427,7 @@ def check_formulas_at_other_shapes(case: Case) -> list[Check]:
         checks.append(other.check("trainable parameter count", count == expected,
                                   f"at a shape the verifier chose: {props.trainable_parameters} = {expected:g}; "
                                   f"module has {count}", None, "properties.trainable_parameters"))
-        if props.rank_bound is not None and adapter_class(case.slug).mergeable:
+        if props.rank_bound is not None and adapter_class(case.slug).has_delta_weight():
             bound = other.formula("properties.rank_bound")
             with torch.no_grad():
                 rank = int(torch.linalg.matrix_rank(other.randomized().delta_weight()))
@@ -427,24 +446,40 @@ def check_mergeable(case: Case) -> list[Check]:
 
 
 def check_merge_roundtrip(case: Case) -> list[Check]:
+    """Merged output == unmerged output, and unmerge restores every tensor of the base bit for bit (one weight, or
+    all those a method's ``adapted_weights`` changes)."""
     if not adapter_class(case.slug).mergeable:
         return []
     module = case.randomized()
     with torch.no_grad():
         y = module(case.X)
-        W_before = module.base.weight.detach().clone()
+        before = {k: v.detach().clone() for k, v in module.base.state_dict().items()}
         module.merge()
         y_merged = module(case.X)
         module.unmerge()
-        restored = torch.equal(module.base.weight, W_before)
+        after = module.base.state_dict()
+        restored = all(torch.equal(after[k], v) for k, v in before.items())
     err = _max_err(y_merged, y)
     return [case.check("merged == unmerged", err <= _tol(y) and restored,
                        f"max|merged − unmerged| = {err:.2e}; unmerge restores the weight exactly: {restored}", err)]
 
 
+def _without_delta(case: Case, name: str, field_: str) -> list[Check] | None:
+    """A failed check when a property about the one weight update ``ΔW`` is declared for a method without one (not
+    mergeable, or changing several weights); None when the property can be checked."""
+    cls = adapter_class(case.slug)
+    if cls.has_delta_weight():
+        return None
+    why = "is not mergeable" if not cls.mergeable else "changes several weights (adapted_weights)"
+    return [case.check(name, False, f"declared, but {cls.__name__} {why}: there is no single weight update ΔW to "
+                       f"check it on; remove {field_} from the entry", None, field_)]
+
+
 def check_rank_bound(case: Case) -> list[Check]:
-    if case.item.entry.properties.rank_bound is None or not adapter_class(case.slug).mergeable:
+    if case.item.entry.properties.rank_bound is None:
         return []
+    if (no := _without_delta(case, "rank bound", "properties.rank_bound")) is not None:
+        return no
     bound = case.formula("properties.rank_bound")
     with torch.no_grad():
         rank = int(torch.linalg.matrix_rank(case.randomized().delta_weight()))
@@ -456,8 +491,10 @@ def check_rank_bound(case: Case) -> list[Check]:
 
 def check_neuron_gram(case: Case) -> list[Check]:
     declared, where = case.declared("preserves_neuron_gram")
-    if declared is None or not adapter_class(case.slug).mergeable:
+    if declared is None:
         return []
+    if (no := _without_delta(case, "preserves neuron gram", "properties.preserves_neuron_gram")) is not None:
+        return no
     module = case.randomized()
     with torch.no_grad():
         W0, W = module.base.weight.detach(), module.merged_weight().detach()
@@ -471,8 +508,10 @@ def check_neuron_gram(case: Case) -> list[Check]:
 def check_input_gram(case: Case) -> list[Check]:
     """``W'ᵀW' == W0ᵀW0``: what an output-side rotation keeps (checked either way, like the neuron Gram matrix)."""
     declared, where = case.declared("preserves_input_gram")
-    if declared is None or not adapter_class(case.slug).mergeable:
+    if declared is None:
         return []
+    if (no := _without_delta(case, "preserves input gram", "properties.preserves_input_gram")) is not None:
+        return no
     module = case.randomized()
     with torch.no_grad():
         W0, W = module.base.weight.detach(), module.merged_weight().detach()
@@ -518,8 +557,10 @@ def check_orthogonal(case: Case) -> list[Check]:
 
 def check_row_norms(case: Case) -> list[Check]:
     name = case.item.entry.properties.row_norms
-    if name is None or not adapter_class(case.slug).mergeable:
+    if name is None:
         return []
+    if (no := _without_delta(case, "row norms", "properties.row_norms")) is not None:
+        return no
     module = case.randomized()
     sym = _symbols(module).get(name)
     if not isinstance(sym, torch.Tensor):

@@ -72,10 +72,10 @@ class LNTuning(Adapter):
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            gamma0 = self._W_unmerged if self.merged else self.base.weight  # (d,) the pretrained gain
+            gamma0 = self.original("weight")  # (d,) the pretrained gain
             self.gamma.copy_(gamma0)  # (d,) trainable copy: the layer starts at the pretrained one
             if self.beta is not None:
-                beta0 = self._b_unmerged if self.merged else self.base.bias  # (d,) the pretrained shift
+                beta0 = self.original("bias")  # (d,) the pretrained shift
                 self.beta.copy_(beta0)  # (d,)
     # --8<-- [end:init]
 
