@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import adapterspec
-from adapterspec.arena import budget, figures, findings, pages, predict, runner, settings, tier1
+from adapterspec.arena import budget, figures, findings, pages, predict, runner, settings, tier1, tier2
 from conftest import ROOT
 
 RESULTS = ROOT / pages.RESULTS
@@ -33,8 +33,10 @@ def committed() -> dict:
 def test_quick_run_records_every_fit_with_provenance(quick):
     p = runner.plan(quick=True)
     fits = len(p.methods) * len(p.targets) * len(p.budgets) * (len(p.lr_grid) + len(p.seeds) - 1)
-    assert len(quick["records"]) == fits
+    assert len([r for r in quick["records"] if r["tier"] == 1]) == fits
     for r in quick["records"]:
+        if r["tier"] != 1:
+            continue
         assert {"method", "target", "budget", "params", "seed", "lr", "val_error", "test_error", "hyper"} <= set(r)
         assert r["params"] == adapterspec.create(r["method"], torch.nn.Linear(p.d_in, p.d_out),
                                                  **r["hyper"]).num_trainable()
@@ -46,11 +48,44 @@ def test_quick_run_records_every_fit_with_provenance(quick):
 
 def test_quick_run_is_deterministic_for_a_seed(quick):
     """Rerunning one cell in a fresh call gives the same numbers, bit for bit."""
-    first = quick["records"][0]
+    first = next(r for r in quick["records"] if r["tier"] == 1)
     p = runner.plan(quick=True)
     again = runner.run_cell(p, first["method"], first["target"], first["budget"], first["hyper"])
-    assert [r["test_error"] for r in again] == [r["test_error"] for r in quick["records"]
-                                                if (r["method"], r["target"]) == (first["method"], first["target"])]
+    assert [r["test_error"] for r in again] == [r["test_error"] for r in quick["records"] if r["tier"] == 1
+                                                and (r["method"], r["target"]) == (first["method"], first["target"])]
+
+
+def test_quick_run_has_tier2_records(quick):
+    p = runner.plan(quick=True)
+    rows = quick["tier2"]["summary"]
+    assert {r["method"] for r in rows} == set(p.t2_methods)
+    for r in rows:
+        assert 0 <= r["id"] <= 1 and 0 <= r["ood"] <= 1 and r["forgetting"] is not None
+    assert 0 <= quick["tier2"]["reference"]["source"] <= 1
+
+
+# -- tier 2's tasks and wiring -----------------------------------------------------------------------------------------
+def test_tier2_answers_are_right_and_uniform_at_every_length():
+    g = torch.Generator().manual_seed(0)
+    for query, f in ((tier2.MAX, lambda v: v.max(1).values), (tier2.MIN, lambda v: v.min(1).values),
+                     (tier2.FIRST, lambda v: v[:, 0])):
+        for lengths in (tier2.ID_LENGTHS, tier2.OOD_LENGTHS):
+            tokens, mask = tier2.batch(query, lengths, 4000, g)
+            values = tokens[:, :-2]
+            assert torch.equal(tokens[:, -1], f(values)) and (tokens[:, -2] == query).all()
+            assert mask[:, -1].all() and not mask[:, :-1].any()
+            counts = torch.bincount(tokens[:, -1], minlength=tier2.K).float()
+            assert counts.min() > 0.6 * counts.mean(), (query, lengths)  # long sequences are not easier
+
+
+def test_tier2_wraps_the_attention_query_and_value_projections():
+    from adapterspec.tiny import TinyConfig, TinyTransformer
+
+    model = tier2.attach(TinyTransformer(TinyConfig(**tier2.CONFIG)), "lora", {"r": 2})
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, adapterspec.Adapter)]
+    assert wrapped == [f"blocks.{i}.attn.{p}" for i in range(tier2.CONFIG["n_layers"]) for p in ("q_proj", "v_proj")]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == len(wrapped) * 2 * (2 * tier2.CONFIG["d_model"])
 
 
 # -- the metric and sanity checks that can fail ----------------------------------------------------------------------

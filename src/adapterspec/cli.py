@@ -203,7 +203,7 @@ def cmd_arena(args: argparse.Namespace) -> int:
     from adapterspec.arena import figures, runner
 
     try:
-        p = runner.plan(args.quick, args.methods, args.targets, args.budgets)
+        p = runner.plan(args.quick, args.methods, args.targets, args.budgets, args.tier)
     except KeyError as e:
         print(f"adapterspec: {e.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -260,10 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-file", default="mkdocs.yml")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("arena", help="fit every method to known target structures at matched parameter budgets")
-    p.add_argument("--quick", action="store_true", help="a small smoke run (3 methods, 3 targets, 1 budget)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run (tier 1: 3 methods, 3 targets, 1 budget; "
+                   "tier 2: 2 methods, a briefly pretrained model)")
     p.add_argument("--methods", nargs="+", metavar="SLUG", help="only these methods (default: every method)")
     p.add_argument("--targets", nargs="+", metavar="NAME", help="only these target structures")
     p.add_argument("--budgets", nargs="+", type=float, metavar="FRACTION", help="only these budgets, e.g. 0.02")
+    p.add_argument("--tier", type=int, nargs="+", choices=(1, 2), help="only these tiers (default: both)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--out", default=None, help="results file (default docs/data/arena.json; arena-quick.json with "
                    "--quick)")

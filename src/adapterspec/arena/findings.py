@@ -78,11 +78,14 @@ SOURCE_RULES = {
              "the learning-rate grid on seed 0, and a difference under 0.1 is a tie; for claim 4 only the targets "
              "whose ΔW* is full rank count). With W wins, L losses and T ties, (W − L)/(W + L + T) ≥ 1/3 is "
              "supported, ≤ −1/3 contradicted, mixed in between.",
-    "tier2": "Tier 2 reports per method the target accuracy in distribution, out of distribution and the source "
-             "accuracy kept; pairs are compared as in tier 1 on the out-of-distribution accuracy (the claims are "
-             "about transfer and robustness), ties inside the seed spread. *Share* claims: the gain family's "
-             "improvement over the un-adapted model as a share of the low-rank family's; supported at 0.5 or more, "
-             "contradicted at 0.2 or less.",
+    "tier2": "Every pair of one method from each family at each tier-2 budget (both within "
+             f"{settings.OVER_BUDGET:g}× the budget), compared as in tier 1 on the claim's measure: in-distribution "
+             "accuracy of the new task for claims 1 and 4 (fitting it), accuracy at the unseen lengths for claim 3 "
+             "(robustness), and both that accuracy and the forgetting of the source task for claim 2 (transfer, "
+             "kept structure); differences inside the two seed spreads added are ties, and the same (W − L)/(W + L "
+             "+ T) thresholds apply. *Share* claim 5: the gain family's best in-distribution gain over the "
+             "un-adapted model as a share of the low-rank family's best; supported at 0.5 or more, contradicted at "
+             "0.2 or less, mixed in between.",
 }
 COMBINE_RULE = ("A claim is supported when every source that tested it says supported, contradicted when every one "
                 "says contradicted, not tested when none tested it, and mixed otherwise.")
@@ -257,13 +260,53 @@ def tier1_source(claim: Claim, a: list[str], b: list[str], doc: dict | None) -> 
                                           f"{l_} losses, {t} ties", w + l_ + t)
 
 
+TIER2_MEASURES = {1: ("id",), 2: ("ood", "forgetting"), 3: ("ood",), 4: ("id",)}
+
+
 def tier2_source(claim: Claim, a: list[str], b: list[str], doc: dict | None) -> SourceResult:
-    rows = [r for r in (doc or {}).get("records", []) if r.get("tier") == 2]
+    t2 = (doc or {}).get("tier2") or {}
+    rows = [r for r in t2.get("summary", []) if r["id"] is not None]
     if not rows:
         return SourceResult(NOT_TESTED, "tier 2 has no results yet")
-    from adapterspec.arena.tier2_verdict import verdict  # noqa: PLC0415 — only once tier 2 exists
-
-    return verdict(claim, a, b, doc)
+    ref = t2["reference"]
+    budget_params = {r["budget"]: r["budget"] * doc["settings"]["tier2_task"].get("model_params", 0) for r in rows}
+    fair = [r for r in rows if not budget_params[r["budget"]]
+            or r["params"] <= settings.OVER_BUDGET * budget_params[r["budget"]]]
+    ra = [r for r in fair if r["method"] in a]
+    rb = [r for r in fair if r["method"] in b]
+    if not ra or not rb:
+        return SourceResult(NOT_TESTED, "tier 2 has no in-budget results for " +
+                            ("the favoured family" if not ra else "the compared family"))
+    if claim.kind == "share":
+        gain_a = max(r["id"] for r in ra) - ref["id"]
+        gain_b = max(r["id"] for r in rb) - ref["id"]
+        if gain_b <= 0:
+            return SourceResult(NOT_TESTED, "the low-rank family did not improve on the un-adapted model")
+        share = gain_a / gain_b
+        v = SUPPORTED if share >= 0.5 else CONTRADICTED if share <= 0.2 else MIXED
+        return SourceResult(v, f"best in-distribution accuracy {max(r['id'] for r in ra):.3f} against "
+                               f"{max(r['id'] for r in rb):.3f} (un-adapted {ref['id']:.3f}): a share of "
+                               f"{share:.2f} of the gain", len(ra) + len(rb))
+    w = l_ = t = 0
+    for x in ra:
+        for y in rb:
+            if x["budget"] != y["budget"]:
+                continue
+            for k in TIER2_MEASURES[claim.n]:
+                sign = -1 if k == "forgetting" else 1  # less forgetting is better
+                d = sign * (x[k] - y[k])
+                margin = (x[k + "_spread"] or 0) + (y[k + "_spread"] or 0)
+                if d > margin:
+                    w += 1
+                elif d < -margin:
+                    l_ += 1
+                else:
+                    t += 1
+    what = " and ".join({"id": "in-distribution accuracy", "ood": "accuracy at unseen lengths",
+                         "forgetting": "forgetting"}[k] for k in TIER2_MEASURES[claim.n])
+    return SourceResult(_score(w, l_, t), f"{what}, {', '.join(sorted({r['method'] for r in ra}))} against "
+                                          f"{', '.join(sorted({r['method'] for r in rb}))}: {w} wins, {l_} losses, "
+                                          f"{t} ties", w + l_ + t)
 
 
 def findings(catalog, doc: dict | None, bench: Benchmark) -> list[ClaimResult]:

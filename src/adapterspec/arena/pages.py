@@ -71,7 +71,18 @@ def arena_page(root: Path, catalog, frag) -> str:
         doc=doc, s=doc["settings"], prov=doc["provenance"], cov=coverage(doc), heatmap=heatmap, preds=preds,
         rules=predict.RULES, budgets=budgets, methods=methods, cell=cell, choice=choice, names=_names(catalog),
         over=settings.OVER_BUDGET, fit=settings.FIT, fail=settings.FAIL, earlier=EARLIER,
-        tier2=[r for r in doc.get("records", []) if r.get("tier") == 2])
+        t2=doc.get("tier2"), tier2_doc=_tier2_doc())
+
+
+def _tier2_doc() -> str:
+    """The task description, from `tier2`'s module docstring (one source for the code and the page)."""
+    from adapterspec.arena import tier2
+
+    doc = tier2.__doc__.split("\n", 2)[2]  # after the title line and the blank line
+    for name in ("SOURCE_LENGTHS", "ID_LENGTHS", "OOD_LENGTHS"):
+        lo, hi = getattr(tier2, name)
+        doc = doc.replace(f"``{name}``", f"{lo}–{hi}")
+    return doc.replace("``K``", str(tier2.K)).replace("K−1", str(tier2.K - 1)).replace("``", "`")
 
 
 def _badge(verdict: str) -> str:

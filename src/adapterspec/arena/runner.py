@@ -45,22 +45,39 @@ class Plan:
     d_in: int
     d_out: int
     quick: bool = False
+    tiers: tuple[int, ...] = (1, 2)
+    t2_methods: tuple[str, ...] = ()
+    t2_budgets: tuple[float, ...] = settings.TIER2_BUDGETS
+    t2_steps: int = settings.TIER2_STEPS
+    t2_lr_grid: tuple[float, ...] = settings.TIER2_LR_GRID
+    t2_pretrain: int = settings.TIER2_PRETRAIN_STEPS
 
     def settings(self) -> dict:
+        from adapterspec.arena import tier2
+
         return {**asdict(self), "relative_size": settings.RELATIVE_SIZE, "eval_samples": settings.EVAL_SAMPLES,
-                "fit": settings.FIT, "fail": settings.FAIL, "over_budget": settings.OVER_BUDGET}
+                "fit": settings.FIT, "fail": settings.FAIL, "over_budget": settings.OVER_BUDGET,
+                "tier2_task": {"values": tier2.K, "source_lengths": tier2.SOURCE_LENGTHS,
+                               "id_lengths": tier2.ID_LENGTHS, "ood_lengths": tier2.OOD_LENGTHS,
+                               "model": tier2.CONFIG, "batch": tier2.BATCH, "eval": tier2.EVAL,
+                               "model_params": tier2.model_params()}}
 
 
 def plan(quick: bool = False, methods: list[str] | None = None, targets: list[str] | None = None,
-         budgets: list[float] | None = None) -> Plan:
+         budgets: list[float] | None = None, tiers: list[int] | None = None) -> Plan:
     from adapterspec.registry import available
 
+    tiers_ = tuple(sorted(set(tiers or (1, 2))))
     if quick:
+        q2 = settings.QUICK_TIER2
         base = Plan(settings.QUICK_METHODS, settings.QUICK_TARGETS, settings.QUICK_BUDGETS, settings.QUICK_SEEDS,
-                    settings.QUICK_LR_GRID, settings.QUICK_STEPS, settings.BATCH, *settings.QUICK_SHAPE, quick=True)
+                    settings.QUICK_LR_GRID, settings.QUICK_STEPS, settings.BATCH, *settings.QUICK_SHAPE, quick=True,
+                    tiers=tiers_, t2_methods=q2["methods"], t2_budgets=q2["budgets"], t2_steps=q2["steps"],
+                    t2_lr_grid=q2["lr_grid"], t2_pretrain=q2["pretrain"])
     else:
         base = Plan(tuple(available()), tuple(tier1.TARGETS), settings.BUDGETS, settings.SEEDS, settings.LR_GRID,
-                    settings.STEPS, settings.BATCH, settings.D_IN, settings.D_OUT)
+                    settings.STEPS, settings.BATCH, settings.D_IN, settings.D_OUT, tiers=tiers_,
+                    t2_methods=tuple(available()))
     known = set(available())
     for m in methods or ():
         if m not in known:
@@ -68,8 +85,10 @@ def plan(quick: bool = False, methods: list[str] | None = None, targets: list[st
     for t in targets or ():
         if t not in tier1.TARGETS:
             raise KeyError(f"no target {t!r}; targets: {', '.join(tier1.TARGETS)}")
-    return Plan(tuple(methods or base.methods), tuple(targets or base.targets), tuple(budgets or base.budgets),
-                base.seeds, base.lr_grid, base.steps, base.batch, base.d_in, base.d_out, base.quick)
+    from dataclasses import replace
+
+    return replace(base, methods=tuple(methods or base.methods), targets=tuple(targets or base.targets),
+                   budgets=tuple(budgets or base.budgets), t2_methods=tuple(methods or base.t2_methods))
 
 
 @dataclass
@@ -115,6 +134,31 @@ def run_cell(p: Plan, method: str, target: str, budget_: float, hyper: dict) -> 
     return records
 
 
+def run_cell2(p: Plan, method: str, budget_: float, hyper: dict) -> list[dict]:
+    """Tier 2: the learning-rate search on seed 0 (validation accuracy in distribution), then the other seeds."""
+    from adapterspec.arena import tier2
+
+    torch.set_num_threads(1)
+    ref = tier2.reference(p.t2_pretrain)
+    common = {"tier": 2, "method": method, "task": "min", "budget": budget_, "hyper": hyper}
+    records = []
+    first, *rest = p.seeds
+
+    def one(seed: int, lr: float, selected: bool) -> dict:
+        r = tier2.fit(method, hyper, seed, lr, p.t2_steps, p.t2_pretrain)
+        if "source" in r:
+            r["forgetting"] = ref["source"] - r["source"]
+        return {**common, "seed": seed, "lr": lr, **r, "seconds": round(r["seconds"], 3), "selected": selected}
+
+    for lr in p.t2_lr_grid:
+        records.append(one(first, lr, False))
+    scored = [r for r in records if not r["diverged"]]
+    best = max(scored, key=lambda r: r["val_id"]) if scored else records[0]
+    best["selected"] = True
+    records += [one(seed, best["lr"], True) for seed in rest]
+    return records
+
+
 def _git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[3]
@@ -153,6 +197,25 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
+def summarise2(records: list[dict]) -> list[dict]:
+    """Tier 2, one row per (method, budget): mean and spread over seeds of each accuracy and of the forgetting."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("tier") == 2 and r["selected"]:
+            cells.setdefault((r["method"], r["budget"]), []).append(r)
+    rows = []
+    for (m, b), rs in sorted(cells.items()):
+        ok = [r for r in rs if not r["diverged"]]
+        row = {"method": m, "budget": b, "params": rs[0]["params"], "hyper": rs[0]["hyper"], "lr": rs[0]["lr"],
+               "seeds": len(rs), "diverged": len(rs) - len(ok)}
+        for k in ("id", "ood", "source", "forgetting"):
+            vals = [r[k] for r in ok]
+            row[k] = statistics.fmean(vals) if vals else None
+            row[k + "_spread"] = statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None
+        rows.append(row)
+    return rows
+
+
 def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
     """The full grid's wall time on ``cores`` cores, extrapolated from the mean time of this run's fits per method
     (methods this run did not fit are given the mean of the others)."""
@@ -162,14 +225,19 @@ def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
     for r in records:
         if r.get("tier") == 1:
             per.setdefault(r["method"], []).append(r["seconds"])
+    t2 = [r["seconds"] for r in records if r.get("tier") == 2]
     if not per:
         return None
     means = {m: statistics.fmean(v) for m, v in per.items()}
     fallback = statistics.fmean(means.values())
     fits = len(tier1.TARGETS) * len(settings.BUDGETS) * (len(settings.LR_GRID) + len(settings.SEEDS) - 1)
-    steps_scale = settings.STEPS / max(1, statistics.fmean(r.get("steps", settings.STEPS) for r in records))
+    steps_scale = settings.STEPS / max(1, statistics.fmean(r.get("steps", settings.STEPS) for r in records
+                                                           if r.get("tier") == 1))
     applicable = [m for m in available() if budget.applicable(m) is None]
-    return sum(means.get(m, fallback) for m in applicable) * fits * steps_scale / cores
+    tier1_s = sum(means.get(m, fallback) for m in applicable) * fits * steps_scale
+    fits2 = len(available()) * len(settings.TIER2_BUDGETS) * (len(settings.TIER2_LR_GRID) + len(settings.SEEDS) - 1)
+    tier2_s = statistics.fmean(t2) * fits2 if t2 else 0.0
+    return (tier1_s + tier2_s) / cores
 
 
 def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict:
@@ -179,7 +247,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
     commit = _git_commit()  # the code the fits ran, read before they start
     skipped: dict[str, str] = {}
     cells: list[Cell] = []
-    for m in p.methods:
+    for m in p.methods if 1 in p.tiers else ():
         why = budget.applicable(m)
         if why:
             skipped[m] = f"not applicable to tier 1: {why}"
@@ -190,9 +258,28 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
                 skipped[m] = "its constructor refuses every capacity value on this layer"
                 break
             cells += [Cell(m, t, b, choice.kwargs, choice.params) for t in p.targets]
+    cells2: list[Cell] = []
+    skipped2: dict[str, str] = {}
+    if 2 in p.tiers:
+        from adapterspec.arena import tier2
+
+        progress(f"arena: tier 2: pretraining the source model ({p.t2_pretrain} steps)")
+        ref = tier2.reference(p.t2_pretrain)  # before the pool starts: forked workers inherit the trained model
+        progress(f"arena: tier 2: source accuracy {ref['source']:.3f} (MAX), {ref['first']:.3f} (FIRST)")
+        base = tier2.source_model(p.t2_pretrain)
+        for m in p.t2_methods:
+            for b in p.t2_budgets:
+                choice = tier2.choose(m, b, base)
+                if choice is None:
+                    skipped2[m] = "its constructor refuses every capacity value on the tiny model's modules"
+                    break
+                cells2.append(Cell(m, "min", b, choice.kwargs, choice.params))
     for m, why in skipped.items():
         progress(f"arena: {m}: {why}")
-    progress(f"arena: {len(cells)} cells × {len(p.lr_grid) + len(p.seeds) - 1} fits, {jobs} worker(s)")
+    for m, why in skipped2.items():
+        progress(f"arena: tier 2: {m}: {why}")
+    progress(f"arena: tier 1: {len(cells)} cells × {len(p.lr_grid) + len(p.seeds) - 1} fits; tier 2: {len(cells2)} "
+             f"cells × {len(p.t2_lr_grid) + len(p.seeds) - 1} fits; {jobs} worker(s)")
     records: list[dict] = []
     done = 0
 
@@ -205,24 +292,48 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
         hyper = ", ".join(f"{k}={v}" for k, v in cell.hyper.items()) or "fixed"
         lr = next(r["lr"] for r in recs if r["selected"])
         secs = sum(r["seconds"] for r in recs)
-        progress(f"[{done:>4}/{len(cells)}] {cell.method:<10} {cell.target:<16} {100 * cell.budget:>4.1f}%  "
+        progress(f"[{done:>4}/{total}] {cell.method:<10} {cell.target:<16} {100 * cell.budget:>4.1f}%  "
                  f"{hyper:<12} {cell.params:>7} params  lr {lr:g}  error {shown}  ({secs:.1f} s)")
 
+    def report2(cell: Cell, recs: list[dict]) -> None:
+        nonlocal done
+        done += 1
+        records.extend(recs)
+        sel = [r for r in recs if r["selected"] and not r["diverged"]]
+        shown = (f"MIN {statistics.fmean(r['id'] for r in sel):.3f} in distribution, "
+                 f"{statistics.fmean(r['ood'] for r in sel):.3f} longer, MAX kept "
+                 f"{statistics.fmean(r['source'] for r in sel):.3f}") if sel else "diverged"
+        hyper = ", ".join(f"{k}={v}" for k, v in cell.hyper.items()) or "fixed"
+        progress(f"[{done:>4}/{total}] tier 2 {cell.method:<10} {100 * cell.budget:>4.1f}%  {hyper:<12} "
+                 f"{cell.params:>7} params  {shown}  ({sum(r['seconds'] for r in recs):.1f} s)")
+
+    total = len(cells) + len(cells2)
     if jobs <= 1:
+        for c in cells2:
+            report2(c, run_cell2(p, c.method, c.budget, c.hyper))
         for c in cells:
             report(c, run_cell(p, c.method, c.target, c.budget, c.hyper))
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-            futures = {pool.submit(run_cell, p, c.method, c.target, c.budget, c.hyper): c for c in cells}
+            futures = {pool.submit(run_cell2, p, c.method, c.budget, c.hyper): (2, c) for c in cells2}
+            futures |= {pool.submit(run_cell, p, c.method, c.target, c.budget, c.hyper): (1, c) for c in cells}
             for f in as_completed(futures):
-                report(futures[f], f.result())
-    order = {(m, t, b): i for i, (m, t, b) in enumerate((c.method, c.target, c.budget) for c in cells)}
-    records.sort(key=lambda r: (order[(r["method"], r["target"], r["budget"])], r["seed"], r["lr"]))
+                tier, c = futures[f]
+                (report2 if tier == 2 else report)(c, f.result())
+    order = {(1, c.method, c.target, c.budget): i for i, c in enumerate(cells)}
+    order |= {(2, c.method, "min", c.budget): len(order) + i for i, c in enumerate(cells2)}
+    records.sort(key=lambda r: (order[(r["tier"], r["method"], r.get("target", r.get("task")), r["budget"])],
+                                r["seed"], r["lr"]))
     wall = time.perf_counter() - start
     doc = {"format": FORMAT, "provenance": provenance(jobs, wall, commit), "settings": p.settings(),
            "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
-           "target_facts": tier1.facts(p.d_in, p.d_out, p.targets),
+           "target_facts": tier1.facts(p.d_in, p.d_out, p.targets) if 1 in p.tiers else {},
            "records": records, "summary": summarise(records)}
+    if 2 in p.tiers:
+        from adapterspec.arena import tier2
+
+        doc["tier2"] = {"reference": tier2.reference(p.t2_pretrain), "skipped": skipped2,
+                        "summary": summarise2(records)}
     est = None if p.quick else estimate_full_seconds(records)
     doc["provenance"]["estimated_full_run_seconds_2_cores"] = None if est is None else round(est)
     return doc
@@ -237,12 +348,18 @@ def merge(old: dict, new: dict) -> dict:
     """``new`` over ``old``: cells ``new`` ran replace the same cells of ``old`` (a partial rerun)."""
     if old.get("format") != FORMAT or old.get("settings", {}).get("quick") != new["settings"]["quick"]:
         return new
-    ran = {(r["method"], r["target"], r["budget"]) for r in new["records"]}
-    kept = [r for r in old["records"] if (r["method"], r["target"], r["budget"]) not in ran]
+    key = lambda r: (r.get("tier", 1), r["method"], r.get("target", r.get("task")), r["budget"])  # noqa: E731
+    ran = {key(r) for r in new["records"]}
+    kept = [r for r in old["records"] if key(r) not in ran]
     records = kept + new["records"]
     out = dict(new)
     out["records"] = records
     out["summary"] = summarise(records)
+    if "tier2" in old or "tier2" in new:
+        t2 = {**old.get("tier2", {}), **new.get("tier2", {})}
+        t2["skipped"] = {**old.get("tier2", {}).get("skipped", {}), **new.get("tier2", {}).get("skipped", {})}
+        t2["summary"] = summarise2(records)
+        out["tier2"] = t2
     out["skipped"] = {**old.get("skipped", {}), **new["skipped"]}
     out["targets"] = {**old.get("targets", {}), **new["targets"]}
     out["target_facts"] = {**old.get("target_facts", {}), **new["target_facts"]}

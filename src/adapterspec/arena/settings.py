@@ -16,6 +16,12 @@ RELATIVE_SIZE = 0.25  # every target changes the layer's output by this fraction
 OVER_BUDGET = 2.0  # a run whose real count exceeds the budget by this factor is shown but not compared
 FIT, FAIL = 0.2, 0.8  # relative error at or below FIT: the method fits the target; at or above FAIL: it does not
 
+# -- tier 2: a small pretrained transformer adapted to a shifted task (tasks in `adapterspec.arena.tier2`) ---------
+TIER2_BUDGETS = (0.01, 0.04)  # trainable parameters as a fraction of the whole model's (about 71,000)
+TIER2_STEPS = 200  # Adam steps of 64 sequences per fit
+TIER2_LR_GRID = (1e-3, 5e-3, 2.5e-2)
+TIER2_PRETRAIN_STEPS = 1500  # the source model, trained once per run
+
 # -- --quick: a smoke run of the same code (used by the test suite) -------------------------------------------------
 QUICK_METHODS = ("lora", "ia3", "oft")
 QUICK_TARGETS = ("low-rank", "output-gain", "input-rotation")
@@ -24,3 +30,4 @@ QUICK_STEPS = 60
 QUICK_LR_GRID = (1e-2,)
 QUICK_SEEDS = (0, 1)
 QUICK_SHAPE = (128, 64)  # (d_in, d_out)
+QUICK_TIER2 = {"methods": ("lora", "ia3"), "budgets": (0.02,), "steps": 20, "lr_grid": (5e-3,), "pretrain": 60}
