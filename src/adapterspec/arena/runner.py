@@ -88,7 +88,8 @@ def plan(quick: bool = False, methods: list[str] | None = None, targets: list[st
     from dataclasses import replace
 
     return replace(base, methods=tuple(methods or base.methods), targets=tuple(targets or base.targets),
-                   budgets=tuple(budgets or base.budgets), t2_methods=tuple(methods or base.t2_methods))
+                   budgets=tuple(budgets or base.budgets), t2_methods=tuple(methods or base.t2_methods),
+                   t2_budgets=tuple(budgets or base.t2_budgets))
 
 
 @dataclass
