@@ -43,16 +43,21 @@ class Claim:
 
 
 CLAIMS = (
-    Claim(1, "svd-basis", "The SVD as the coordinate system", "Adapting in the pretrained weight's own singular vectors beats adapting in a random basis "
-          "with the same number of trainable parameters.", ("svd-aligned",), ("random-basis",), "BL", "error"),
-    Claim(2, "orthogonal", "Orthogonal constraints", "Rotating what a layer computes, rather than adding an unconstrained update, keeps the "
-          "model's structure and transfers better, at the price of not changing magnitudes.", ("orthogonal",),
-          ("low-rank",), "OOD", "error"),
-    Claim(3, "decoupling", "Direction and strength decoupled", "Learning the direction and the strength of a weight change separately makes fine-tuning "
-          "more robust.", ("direction-strength",), ("low-rank",), "OOD", "lr-sensitivity"),
-    Claim(4, "full-rank", "Low rank is not enough", "A low-rank update is not enough for hard adaptations: methods whose update can be full "
-          "rank close the gap to full fine-tuning.", (), ("low-rank",), "BF", "full-rank-error", a_full_rank=True),
-    Claim(5, "gain", "Scaling alone goes far", "Re-weighting the features a model already computes accounts for much of adaptation.",
+    Claim(1, "svd-basis", "The SVD as the coordinate system",
+          "Adapting in the pretrained weight's own singular vectors beats adapting in a random basis with the same "
+          "number of trainable parameters.", ("svd-aligned",), ("random-basis",), "BL", "error"),
+    Claim(2, "orthogonal", "Orthogonal constraints",
+          "Rotating what a layer computes, rather than adding an unconstrained update, keeps the model's structure "
+          "and transfers better, at the price of not changing magnitudes.", ("orthogonal",), ("low-rank",), "OOD",
+          "error"),
+    Claim(3, "decoupling", "Direction and strength decoupled",
+          "Learning the direction and the strength of a weight change separately makes fine-tuning more robust.",
+          ("direction-strength",), ("low-rank",), "OOD", "lr-sensitivity"),
+    Claim(4, "full-rank", "Low rank is not enough",
+          "A low-rank update is not enough for hard adaptations: methods whose update can be full rank close the gap "
+          "to full fine-tuning.", (), ("low-rank",), "BF", "full-rank-error", a_full_rank=True),
+    Claim(5, "gain", "Scaling alone goes far",
+          "Re-weighting the features a model already computes accounts for much of adaptation.",
           ("gain-control",), ("low-rank",), "PE", "", kind="share",
           tier1_note="tier 1's targets are built one structure at a time, so the share of them that gains can fit "
           "says nothing about how much of a real adaptation is re-weighting (the heatmap shows which structures gain "
@@ -61,9 +66,9 @@ CLAIMS = (
 
 SOURCE_RULES = {
     "papers": "For each family, the share of its graded entries with an evidence item (a checked quote) for the "
-              "claim's grade dimension; not tested when no entry of either family has such evidence. *Compare* claims: supported if the favoured family's share exceeds the "
-              "other's by 0.25 or more, contradicted if it falls short by 0.25 or more, mixed otherwise. *Share* "
-              "claims (5): supported if at least half the family's graded entries claim it, mixed otherwise. Not "
+              "claim's grade dimension; not tested when no entry of either family has such evidence. *Compare* "
+              "claims: supported if the favoured family's share exceeds the other's by 0.25 or more, contradicted "
+              "if it falls short by 0.25 or more, mixed otherwise. *Share* claims (5): supported if at least half the family's graded entries claim it, mixed otherwise. Not "
               "tested if a family has no graded entry. Each paper measures its method against its own baselines, "
               "not against the other family.",
     "benchmark": "peft's benchmark (one run per configuration, parameter counts not matched): each entry's best "

@@ -39,7 +39,8 @@ RULES = [
     "A method **cannot fit** a target when its declared rank bound, evaluated at the hyperparameters chosen for the "
     f"budget, leaves a best possible error above {settings.FIT} on it at every budget (the best rank-k error is "
     "computed from the target: Eckart–Young on ΔW* L).",
-    "A method **cannot fit** a target that breaks an invariant it declares: `preserves_neuron_gram` (W'W'ᵀ = W0W0ᵀ) "
+    "A method **cannot fit** a target that breaks an invariant it declares: `preserves_neuron_gram` "
+    "(W'W'ᵀ = W0W0ᵀ) "
     "or `preserves_input_gram` (W'ᵀW' = W0ᵀW0); whether each target keeps them is measured.",
     f"The result is the lowest mean test error over the budgets at or under {settings.OVER_BUDGET:g}× the budget. "
     f"It **fits** at or below {settings.FIT}; it **disagrees** with a *should fit* above {settings.FIT}, and with a "

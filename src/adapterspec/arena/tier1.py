@@ -79,7 +79,8 @@ def _circulant_blocks(m: int, n: int, b: int, g: torch.Generator) -> Tensor:
 
 @lru_cache(maxsize=16)
 def target_weight(name: str, d_in: int, d_out: int, seed: int) -> Tensor:
-    """``W*`` (float64, ``(d_out, d_in)``) for target ``name``, scaled so that ‖(W* − W0) L‖ = RELATIVE_SIZE ‖W0 L‖."""
+    """``W*`` (float64, ``(d_out, d_in)``) for target ``name`` and ``seed``, scaled so that
+    ‖(W* − W0) L‖ = RELATIVE_SIZE ‖W0 L‖."""
     W0, L = layer(d_in, d_out)
     g = torch.Generator().manual_seed(1000 * seed + list(TARGETS).index(name) + 1)
     goal = settings.RELATIVE_SIZE * _size(W0, L)
@@ -211,7 +212,8 @@ def facts(d_in: int, d_out: int, targets: tuple[str, ...], seed: int = 0) -> dic
     """What each target is, measured on seed 0's instance (float64), for predictions made without rerunning anything:
     the rank of ΔW*, whether W* keeps W0's neuron Gram matrix (W*W*ᵀ = W0W0ᵀ) or input Gram matrix
     (W*ᵀW* = W0ᵀW0), and ``floor[k]``: the smallest relative error any update of rank at most k can reach,
-    ‖tail_k(ΔW* L)‖ / ‖ΔW* L‖ (Eckart–Young on ΔW* L, since the error is measured through the inputs x = L z)."""
+    ‖tail_k(ΔW* L)‖ / ‖ΔW* L‖ (Eckart–Young on ΔW* L, since the error is measured through the inputs
+    x = L z)."""
     W0, L = layer(d_in, d_out)
     out = {}
     for name in targets:
