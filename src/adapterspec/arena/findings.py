@@ -68,7 +68,8 @@ SOURCE_RULES = {
     "papers": "For each family, the share of its graded entries with an evidence item (a checked quote) for the "
               "claim's grade dimension; not tested when no entry of either family has such evidence. *Compare* "
               "claims: supported if the favoured family's share exceeds the other's by 0.25 or more, contradicted "
-              "if it falls short by 0.25 or more, mixed otherwise. *Share* claims (5): supported if at least half the family's graded entries claim it, mixed otherwise. Not "
+              "if it falls short by 0.25 or more, mixed otherwise. *Share* claims (5): supported if at least half "
+              "the family's graded entries claim it, mixed otherwise. Not "
               "tested if a family has no graded entry. Each paper measures its method against its own baselines, "
               "not against the other family.",
     "benchmark": "peft's benchmark (one run per configuration, parameter counts not matched): each entry's best "
