@@ -210,10 +210,12 @@ def cmd_arena(args: argparse.Namespace) -> int:
     out = Path(args.out or ("arena-quick.json" if args.quick else runner.DEFAULT_OUT))
     fig_dir = Path(args.figures) if args.figures else (
         Path(runner.DEFAULT_FIGURES) if out == Path(runner.DEFAULT_OUT) else out.with_name(out.stem + "-figures"))
-    doc = runner.run(p, jobs=max(1, args.jobs), progress=runner.main_progress)
+    checkpoint = out.with_name(out.name + ".cells.jsonl")  # finished cells, kept until the results are written
+    doc = runner.run(p, jobs=max(1, args.jobs), progress=runner.main_progress, checkpoint=checkpoint)
     if args.merge and out.exists():
         doc = runner.merge(json.loads(out.read_text(encoding="utf-8")), doc)
     runner.write(doc, out)
+    checkpoint.unlink(missing_ok=True)
     paths = figures.write_figures(doc, fig_dir)
     est = doc["provenance"].get("estimated_full_run_seconds_2_cores")
     print(f"arena: {len(doc['records'])} fits in {runner.fmt_seconds(doc['provenance']['wall_seconds'])}; wrote {out}"
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", default=None, help="folder for the SVG figures (default docs/assets/arena beside the "
                    "default results file, else FILE-figures/)")
     p.add_argument("--merge", action="store_true", help="keep the cells of an existing results file that this run "
-                   "does not rerun")
+                   "does not rerun (an interrupted run resumes by itself from FILE.cells.jsonl)")
     p.set_defaults(func=cmd_arena)
     args = parser.parse_args(argv)
     try:

@@ -241,8 +241,12 @@ def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
     return (tier1_s + tier2_s) / cores
 
 
-def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict:
-    """Run the plan; returns the results document (records, summary, skipped methods, settings, provenance)."""
+def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpoint: Path | None = None) -> dict:
+    """Run the plan; returns the results document (records, summary, skipped methods, settings, provenance).
+
+    With ``checkpoint``, every finished cell's records are appended to that file (one JSON line per cell) as they
+    come, and cells already in it are not run again: an interrupted run continues where it stopped.
+    """
     start = time.perf_counter()
     torch.set_num_threads(1)  # small matrices: a second thread only spins (each worker process is one thread too)
     commit = _git_commit()  # the code the fits ran, read before they start
@@ -284,10 +288,24 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
     records: list[dict] = []
     done = 0
 
+    finished: dict[tuple, list[dict]] = {}
+    if checkpoint is not None and checkpoint.exists():
+        for line in checkpoint.read_text(encoding="utf-8").splitlines():
+            recs = json.loads(line)
+            finished[(recs[0]["tier"], recs[0]["method"], recs[0].get("target", "min"), recs[0]["budget"])] = recs
+        progress(f"arena: {len(finished)} cells already done in {checkpoint}")
+
+    def save(recs: list[dict]) -> None:
+        if checkpoint is not None:
+            with checkpoint.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(recs, allow_nan=False) + "\n")
+
     def report(cell: Cell, recs: list[dict]) -> None:
         nonlocal done
         done += 1
-        records.extend({**r, "steps": p.steps} for r in recs)
+        recs = [{**r, "steps": p.steps} for r in recs]
+        save(recs)
+        records.extend(recs)
         errs = [r["test_error"] for r in recs if r["selected"] and r["test_error"] is not None]
         shown = f"{statistics.fmean(errs):.3f}" if errs else "diverged"
         hyper = ", ".join(f"{k}={v}" for k, v in cell.hyper.items()) or "fixed"
@@ -299,6 +317,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
     def report2(cell: Cell, recs: list[dict]) -> None:
         nonlocal done
         done += 1
+        save(recs)
         records.extend(recs)
         sel = [r for r in recs if r["selected"] and not r["diverged"]]
         shown = (f"MIN {statistics.fmean(r['id'] for r in sel):.3f} in distribution, "
@@ -308,6 +327,14 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
         progress(f"[{done:>4}/{total}] tier 2 {cell.method:<10} {100 * cell.budget:>4.1f}%  {hyper:<12} "
                  f"{cell.params:>7} params  {shown}  ({sum(r['seconds'] for r in recs):.1f} s)")
 
+    for c in list(cells):
+        if (1, c.method, c.target, c.budget) in finished:
+            records.extend(finished[(1, c.method, c.target, c.budget)])
+            cells.remove(c)
+    for c in list(cells2):
+        if (2, c.method, "min", c.budget) in finished:
+            records.extend(finished[(2, c.method, "min", c.budget)])
+            cells2.remove(c)
     total = len(cells) + len(cells2)
     if jobs <= 1:
         for c in cells2:
@@ -321,10 +348,8 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print) -> dict
             for f in as_completed(futures):
                 tier, c = futures[f]
                 (report2 if tier == 2 else report)(c, f.result())
-    order = {(1, c.method, c.target, c.budget): i for i, c in enumerate(cells)}
-    order |= {(2, c.method, "min", c.budget): len(order) + i for i, c in enumerate(cells2)}
-    records.sort(key=lambda r: (order[(r["tier"], r["method"], r.get("target", r.get("task")), r["budget"])],
-                                r["seed"], r["lr"]))
+    records.sort(key=lambda r: (r["tier"], r["method"], r.get("target", r.get("task")), r["budget"], r["seed"],
+                                r["lr"]))
     wall = time.perf_counter() - start
     doc = {"format": FORMAT, "provenance": provenance(jobs, wall, commit), "settings": p.settings(),
            "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
