@@ -99,7 +99,31 @@ class Cell:
     budget: float
     hyper: dict
     params: int
-    records: list[dict] = field(default_factory=list)
+    also: list[float] = field(default_factory=list)  # other budgets whose choice is the same: fitted once
+
+
+def _dedupe(cells: list[Cell]) -> list[Cell]:
+    """One cell per (method, target, hyperparameters): a method whose count cannot move (capacity None) or that
+    reached its largest count picks the same configuration at several budgets, and is fitted once for all of them."""
+    out: dict[tuple, Cell] = {}
+    for c in cells:
+        key = (c.method, c.target, tuple(sorted(c.hyper.items())))
+        if key in out:
+            out[key].also.append(c.budget)
+        else:
+            out[key] = c
+    return list(out.values())
+
+
+def _for_budgets(cell: Cell, recs: list[dict], d_in: int | None = None, d_out: int | None = None) -> list[dict]:
+    """The records of ``cell``, repeated for each budget in ``cell.also`` (marked ``shared_with``)."""
+    out = list(recs)
+    for b in cell.also:
+        extra = {"budget": b, "shared_with": cell.budget}
+        if d_in is not None:
+            extra["budget_params"] = round(b * d_in * d_out)
+        out += [{**r, **extra} for r in recs]
+    return out
 
 
 def _init_worker() -> None:
@@ -218,24 +242,27 @@ def summarise2(records: list[dict]) -> list[dict]:
 
 
 def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
-    """The full grid's wall time on ``cores`` cores, extrapolated from the mean time of this run's fits per method
-    (methods this run did not fit are given the mean of the others)."""
+    """The full grid's wall time on ``cores`` cores, extrapolated from this run's fits: per method, its mean time
+    per fit (the mean over methods for one this run did not fit) times its number of fits in the full grid (budgets
+    that pick the same configuration are fitted once). Counts only the cells' own fits, not a shared machine."""
     from adapterspec.registry import available
 
     per: dict[str, list[float]] = {}
     for r in records:
-        if r.get("tier") == 1:
-            per.setdefault(r["method"], []).append(r["seconds"])
-    t2 = [r["seconds"] for r in records if r.get("tier") == 2]
+        if r.get("tier") == 1 and "shared_with" not in r:
+            per.setdefault(r["method"], []).append(r["seconds"] * settings.STEPS / r.get("steps", settings.STEPS))
+    t2 = [r["seconds"] for r in records if r.get("tier") == 2 and "shared_with" not in r]
     if not per:
         return None
     means = {m: statistics.fmean(v) for m, v in per.items()}
     fallback = statistics.fmean(means.values())
-    fits = len(tier1.TARGETS) * len(settings.BUDGETS) * (len(settings.LR_GRID) + len(settings.SEEDS) - 1)
-    steps_scale = settings.STEPS / max(1, statistics.fmean(r.get("steps", settings.STEPS) for r in records
-                                                           if r.get("tier") == 1))
-    applicable = [m for m in available() if budget.applicable(m) is None]
-    tier1_s = sum(means.get(m, fallback) for m in applicable) * fits * steps_scale
+    per_cell = len(settings.LR_GRID) + len(settings.SEEDS) - 1
+    tier1_s = 0.0
+    for m in available():
+        if budget.applicable(m) is None:
+            configs = {c.hyper for c in (budget.choose(m, b, settings.D_IN, settings.D_OUT) for b in settings.BUDGETS)
+                       if c is not None}
+            tier1_s += means.get(m, fallback) * len(configs) * len(tier1.TARGETS) * per_cell
     fits2 = len(available()) * len(settings.TIER2_BUDGETS) * (len(settings.TIER2_LR_GRID) + len(settings.SEEDS) - 1)
     tier2_s = statistics.fmean(t2) * fits2 if t2 else 0.0
     return (tier1_s + tier2_s) / cores
@@ -303,7 +330,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpo
     def report(cell: Cell, recs: list[dict]) -> None:
         nonlocal done
         done += 1
-        recs = [{**r, "steps": p.steps} for r in recs]
+        recs = _for_budgets(cell, [{**r, "steps": p.steps} for r in recs], p.d_in, p.d_out)
         save(recs)
         records.extend(recs)
         errs = [r["test_error"] for r in recs if r["selected"] and r["test_error"] is not None]
@@ -317,6 +344,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpo
     def report2(cell: Cell, recs: list[dict]) -> None:
         nonlocal done
         done += 1
+        recs = _for_budgets(cell, recs)
         save(recs)
         records.extend(recs)
         sel = [r for r in recs if r["selected"] and not r["diverged"]]
@@ -327,6 +355,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpo
         progress(f"[{done:>4}/{total}] tier 2 {cell.method:<10} {100 * cell.budget:>4.1f}%  {hyper:<12} "
                  f"{cell.params:>7} params  {shown}  ({sum(r['seconds'] for r in recs):.1f} s)")
 
+    cells, cells2 = _dedupe(cells), _dedupe(cells2)
     for c in list(cells):
         if (1, c.method, c.target, c.budget) in finished:
             records.extend(finished[(1, c.method, c.target, c.budget)])
