@@ -67,8 +67,12 @@ def arena_page(root: Path, catalog, frag) -> str:
     methods = sorted({r["method"] for r in rows})
     cell = {(r["method"], r["target"], r["budget"]): r for r in rows}
     choice = {(r["method"], r["budget"]): r for r in reversed(rows)}  # what each method trains at each budget
+    runs, prov = [], doc["provenance"]
+    while prov:  # the run that wrote the file, then the runs it was merged with (`adapterspec arena --merge`)
+        runs.append(prov)
+        prov = prov.get("merged_with")
     return _env().get_template("arena.md.j2").render(
-        doc=doc, s=doc["settings"], prov=doc["provenance"], cov=coverage(doc), heatmap=heatmap, preds=preds,
+        doc=doc, s=doc["settings"], prov=doc["provenance"], runs=runs, cov=coverage(doc), heatmap=heatmap, preds=preds,
         rules=predict.RULES, budgets=budgets, methods=methods, cell=cell, choice=choice, names=_names(catalog),
         over=settings.OVER_BUDGET, fit=settings.FIT, fail=settings.FAIL, earlier=EARLIER,
         t2=doc.get("tier2"), tier2_doc=_tier2_doc())

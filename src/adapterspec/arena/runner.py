@@ -384,7 +384,7 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpo
                                 r["lr"]))
     wall = time.perf_counter() - start
     doc = {"format": FORMAT, "provenance": provenance(jobs, wall, commit), "settings": p.settings(),
-           "targets": {t: tier1.TARGETS[t] for t in p.targets}, "skipped": skipped,
+           "targets": {t: tier1.TARGETS[t] for t in p.targets} if 1 in p.tiers else {}, "skipped": skipped,
            "target_facts": tier1.facts(p.d_in, p.d_out, p.targets) if 1 in p.tiers else {},
            "records": records, "summary": summarise(records)}
     if 2 in p.tiers:
