@@ -190,3 +190,18 @@ def test_catalog_json_validates_against_its_published_schema(site, catalog):
     broken = dict(data, entries=[dict(data["entries"][0], grade={"score": "high"})])
     with pytest.raises(jsonschema.ValidationError):  # the schema does constrain
         jsonschema.validate(broken, schema)
+
+
+def test_arena_and_findings_pages_are_generated_from_the_committed_results(site):
+    from adapterspec.arena import findings
+
+    arena = (site / "arena" / "index.html").read_text(encoding="utf-8")
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="adapterspec-figure arena-heatmap"' in arena
+    text = _text(arena)
+    assert "Where these results come from" in text and "Predictions against results" in text
+    page = (site / "findings" / "index.html").read_text(encoding="utf-8")
+    text = _text(page)
+    for c in findings.CLAIMS:
+        assert f"Claim {c.n}: {c.title}" in text
+    assert 'class="arena-argmap"' in page and "hand-typed credence" in text
+    assert "https://github.com/wassname/adapters_as_hypotheses" in page

@@ -9,6 +9,8 @@ adapterspec new SLUG [--name NAME]    scaffold entries/SLUG.yaml + methods/SLUG.
 adapterspec list                      the methods with a reference module
 adapterspec peft [SLUG ...]           compare modules with peft's layers (needs peft)
 adapterspec build [--site-dir site]   strict site build, swapped into place on success
+adapterspec arena [--quick] [--methods M ...] [--jobs N] [--out FILE]
+    the controlled experiments (results + figures)
 ```
 """
 
@@ -197,6 +199,34 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arena(args: argparse.Namespace) -> int:
+    import json
+
+    from adapterspec.arena import figures, runner
+
+    try:
+        p = runner.plan(args.quick, args.methods, args.targets, args.budgets, args.tier)
+    except KeyError as e:
+        print(f"adapterspec: {e.args[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = Path(args.out or ("arena-quick.json" if args.quick else runner.DEFAULT_OUT))
+    fig_dir = Path(args.figures) if args.figures else (
+        Path(runner.DEFAULT_FIGURES) if out == Path(runner.DEFAULT_OUT) else out.with_name(out.stem + "-figures"))
+    checkpoint = out.with_name(out.name + ".cells.jsonl")  # finished cells, kept until the results are written
+    doc = runner.run(p, jobs=max(1, args.jobs), progress=runner.main_progress, checkpoint=checkpoint)
+    if args.merge and out.exists():
+        doc = runner.merge(json.loads(out.read_text(encoding="utf-8")), doc)
+    runner.write(doc, out)
+    checkpoint.unlink(missing_ok=True)
+    paths = figures.write_figures(doc, fig_dir)
+    est = doc["provenance"].get("estimated_full_run_seconds_2_cores")
+    print(f"arena: {len(doc['records'])} fits in {runner.fmt_seconds(doc['provenance']['wall_seconds'])}; wrote {out}"
+          f" and {', '.join(str(p) for p in paths)}"
+          + (f"; the full grid would take about {runner.fmt_seconds(est)} on 2 cores (extrapolated from these fits)"
+             if est else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapterspec", description="Adapters as Hypotheses: verify the catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--site-dir", default="site")
     p.add_argument("--config-file", default="mkdocs.yml")
     p.set_defaults(func=cmd_build)
+    p = sub.add_parser("arena", help="fit every method to known target structures at matched parameter budgets")
+    p.add_argument("--quick", action="store_true", help="a small smoke run (tier 1: 3 methods, 3 targets, 1 budget; "
+                   "tier 2: 2 methods, a briefly pretrained model)")
+    p.add_argument("--methods", nargs="+", metavar="SLUG", help="only these methods (default: every method)")
+    p.add_argument("--targets", nargs="+", metavar="NAME", help="only these target structures")
+    p.add_argument("--budgets", nargs="+", type=float, metavar="FRACTION",
+                   help="only these budgets (both tiers), e.g. 0.02")
+    p.add_argument("--tier", type=int, nargs="+", choices=(1, 2), help="only these tiers (default: both)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--out", default=None, help="results file (default docs/data/arena.json; arena-quick.json with "
+                   "--quick)")
+    p.add_argument("--figures", default=None, help="folder for the SVG figures (default docs/assets/arena beside the "
+                   "default results file, else FILE-figures/)")
+    p.add_argument("--merge", action="store_true", help="keep the cells of an existing results file that this run "
+                   "does not rerun (an interrupted run resumes by itself from FILE.cells.jsonl)")
+    p.set_defaults(func=cmd_arena)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from adapterspec.arena import pages as arena_pages
 from adapterspec.catalog.benchmark import DEFAULT_BENCHMARK, Benchmark
 from adapterspec.catalog.cache import PeftEqualities, cached_result, store_result
 from adapterspec.catalog.errors import CatalogError, EntryError
@@ -148,14 +149,17 @@ def build_site(root: Path, entries: str = "entries", papers: str | None = None, 
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else None
     versions = {eq.peft_version for eq, _ in peft.values() if eq is not None}
     frags = {path: Fragments(path) for path in ("methods/index.md", "peft.md", "evidence.md", "compare.md",
-                                                "benchmark.md", "bibliography.md",
+                                                "benchmark.md", "bibliography.md", "arena.md", "findings.md",
                                                 *(f"methods/{it.slug}.md" for it in catalog))}
     pages = {"methods/index.md": index_page(catalog, results, frags["methods/index.md"], bench, peft),
              "peft.md": peft_page(catalog, peft, speed, ", ".join(sorted(versions)) or None, frags["peft.md"]),
              "evidence.md": evidence_page(catalog, results, frags["evidence.md"], bench),
              "compare.md": compare_page(catalog, results, frags["compare.md"], bench, peft),
              "benchmark.md": benchmark_page(catalog, frags["benchmark.md"], bench),
-             "bibliography.md": bibliography_page(catalog, frags["bibliography.md"])}
+             "bibliography.md": bibliography_page(catalog, frags["bibliography.md"]),
+             # the arena's committed results (docs/data/arena.json), never a run of the arena
+             "arena.md": arena_pages.arena_page(root, catalog, frags["arena.md"]),
+             "findings.md": arena_pages.findings_page(root, catalog, bench, frags["findings.md"])}
     for item in catalog:
         path = f"methods/{item.slug}.md"
         pages[path] = method_page(item, results[item.slug], catalog, root, frags[path], bench, peft[item.slug])

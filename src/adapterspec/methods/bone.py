@@ -30,6 +30,8 @@ class Bone(Adapter):
         r: block size; must divide both ``d_in`` and ``d_out``.
     """
 
+    capacity = "r"  # block size: d_out * r trainable
+
     def __init__(self, base: nn.Linear, r: int = 64) -> None:
         super().__init__(base)
         if r < 1 or self.d_in % r or self.d_out % r:

@@ -42,6 +42,8 @@ class C3A(Adapter):
             convolution in float32 whatever the layer's dtype.
     """
 
+    capacity = "b"  # block size: d_in * d_out / b trainable
+
     def __init__(self, base: nn.Linear, b: int | None = None, init: str = "xavier_uniform",
                  scaling: str = "paper", precision: str = "exact") -> None:
         super().__init__(base)

@@ -40,6 +40,8 @@ class DeLoRA(Adapter):
             peft's ``1e-4`` for ``"peft"``.
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 8, lambda0: float = 15.0, init: str = "paper",
                  eps: float | None = None) -> None:
         super().__init__(base)

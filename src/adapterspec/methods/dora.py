@@ -27,6 +27,8 @@ class DoRA(LoRA):
             peft always does). The forward value does not depend on it.
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 8.0, detach_norm: bool = True) -> None:
         self.detach_norm = detach_norm
         super().__init__(base, r=r, alpha=alpha)

@@ -40,6 +40,8 @@ class FourierFT(Adapter):
             dense spectrum in torch's default dtype (float32) whatever the weight dtype and casts $\Delta W$ back.
     """
 
+    capacity = "n"  # one trainable number per spectral entry
+
     def __init__(self, base: nn.Linear, n: int = 1000, alpha: float = 300.0, seed: int = 777,
                  zero_init: bool = False, precision: str = "exact") -> None:
         super().__init__(base)

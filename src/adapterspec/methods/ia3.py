@@ -26,6 +26,8 @@ class IA3(Adapter):
         feedforward: scale the input (the FFN down projection) instead of the output.
     """
 
+    capacity = None  # one gain per channel, fixed by the layer
+
     def __init__(self, base: nn.Linear, feedforward: bool = False) -> None:
         super().__init__(base)
         self.feedforward = feedforward

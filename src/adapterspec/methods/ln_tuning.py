@@ -30,6 +30,7 @@ class LNTuning(Adapter):
     """
 
     base_type = nn.LayerNorm
+    capacity = None  # a gain and a bias per feature, fixed by the layer
 
     def __init__(self, base: nn.LayerNorm) -> None:
         super().__init__(base)

@@ -32,6 +32,8 @@ class LoHa(Adapter):
             defaults ``r=4, alpha=2`` are LyCORIS's experimental defaults for LoHa; peft's are ``r=8, alpha=8``.
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 4, alpha: float = 2.0) -> None:
         super().__init__(base)
         if not isinstance(r, int) or r < 1:

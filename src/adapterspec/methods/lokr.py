@@ -56,6 +56,8 @@ class LoKr(Adapter):
             gives no init.
     """
 
+    capacity = "r"  # rank of the large Kronecker factor
+
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 8.0, factor: int = -1,
                  decompose_both: bool = False, u_p: int | None = None, u_q: int | None = None,
                  zero_block: str = "C") -> None:

@@ -22,6 +22,8 @@ class LoRA(Adapter):
         use_rslora: scale by ``alpha / sqrt(r)`` instead (rank-stabilised LoRA, arXiv:2312.03732).
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 8.0, use_rslora: bool = False) -> None:
         super().__init__(base)
         if r < 1:

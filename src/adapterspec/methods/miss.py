@@ -39,6 +39,8 @@ class MiSS(Adapter):
             trained rows, shared cyclically by the output neurons; must divide ``d_out``.
     """
 
+    capacity = "r"  # shard width: d_out * r trainable
+
     def __init__(self, base: nn.Linear, r: int = 64, mini_r: int | None = None) -> None:
         super().__init__(base)
         if not 1 <= r <= self.d_in:

@@ -29,6 +29,8 @@ class OFT(Adapter):
             (``num_cayley_neumann_terms=5``) is ``m = 4``.
     """
 
+    capacity = "r"  # number of blocks: more blocks, fewer trainable numbers
+
     def __init__(self, base: nn.Linear, r: int = 4, neumann_order: int = 0) -> None:
         super().__init__(base)
         if r < 1 or self.d_in % r:

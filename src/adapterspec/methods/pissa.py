@@ -28,6 +28,8 @@ class PiSSA(LoRA):
         alpha: scale numerator; defaults to ``r``.
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float | None = None) -> None:
         if r > min(base.in_features, base.out_features):
             raise ValueError(f"r={r} exceeds the rank of a {base.out_features}×{base.in_features} weight")

@@ -48,6 +48,8 @@ class RandLoRA(Adapter):
         seed: seed of the generator that draws $A$ and the $B_j$.
     """
 
+    capacity = "r"  # rank of each random basis: larger r, fewer trainable numbers
+
     def __init__(self, base: nn.Linear, r: int = 32, alpha: float = 64.0, scaling: str = "paper",
                  sparsity: float = 0, seed: int = 0) -> None:
         super().__init__(base)

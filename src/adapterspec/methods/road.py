@@ -35,6 +35,8 @@ class RoAd(Adapter):
             paper's adjacent pairing, 64 is peft's default.
     """
 
+    capacity = "variant"  # 1, 2 or 4 numbers per output coordinate
+
     def __init__(self, base: nn.Linear, variant: int = 1, group_size: int = 2) -> None:
         super().__init__(base)
         if variant not in (1, 2, 4):

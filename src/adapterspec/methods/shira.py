@@ -37,6 +37,8 @@ class SHiRA(Adapter):
         alpha: scale of the sparse update.
     """
 
+    capacity = "r"  # k = r (d_in + d_out) trainable entries
+
     def __init__(self, base: nn.Linear, r: int = 32, mask_type: str = "random", seed: int = 0,
                  alpha: float = 1.0) -> None:
         super().__init__(base)

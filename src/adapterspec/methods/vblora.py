@@ -39,6 +39,8 @@ class VBLoRA(Adapter):
         init_logits_std: the logits are drawn from $N(0, \text{std}^2)$.
     """
 
+    capacity = "r"
+
     def __init__(self, base: nn.Linear, r: int = 4, h: int = 256, b: int = 256, k: int = 2,
                  init_bank_bound: float = 0.02, init_logits_std: float = 0.1) -> None:
         super().__init__(base)

@@ -32,6 +32,8 @@ class VeRA(Adapter):
         seed: seed of the generator that draws $A$ and $B$.
     """
 
+    capacity = "r"  # inner dimension of the frozen pair: d_out + r trainable
+
     def __init__(self, base: nn.Linear, r: int = 256, d_initial: float = 0.1, seed: int = 0) -> None:
         super().__init__(base)
         if r < 1:
