@@ -22,10 +22,13 @@ def test_quotes_checked_against_paper_text(slug, catalog, papers):
     if not papers.available:
         pytest.skip(f"paper texts not available at {papers.folder}")
     result = verify_entry(catalog.entries[slug], papers)
-    assert result.quotes == "checked"
+    entry, records = catalog.entries[slug].entry, catalog.entries[slug].papers
+    # A paper whose record has no `text:` (no saved text: Poly, X-LoRA) has its quotes reported as unchecked, never
+    # as checked; every other quote must be found in its paper's text.
+    textless = [ev for ev in entry.evidence if records[ev.paper].text is None]
+    assert result.quotes == ("checked" if not textless else "partly unchecked")
     quote_checks = [c for c in result.checks if c.name.startswith("quote")]
-    entry = catalog.entries[slug].entry
-    assert len(quote_checks) == len(entry.evidence)
+    assert len(quote_checks) == len(entry.evidence) - len(textless)
     assert all(c.ok for c in quote_checks)
     if not entry.evidence:  # only acceptable when no cited paper's text (of the cited version) can be checked against
         assert not any(papers.find(record)[0] for record in catalog.entries[slug].papers.values()), \
