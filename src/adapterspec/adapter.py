@@ -94,6 +94,12 @@ class Adapter(nn.Module):
         embedding."""
         return torch.randn(n, base.weight.shape[-1], generator=generator, dtype=dtype)
 
+    @classmethod
+    def sizes(cls, base: nn.Module) -> dict[str, int]:
+        """Sizes of ``base`` beyond its ``shapes`` pair that property formulas may use (``n_layers`` and
+        ``vocab_size`` of a transformer); none by default."""
+        return {}
+
     @property
     def factory(self) -> dict[str, Any]:
         """``dtype``/``device`` keyword arguments matching the base's parameters, for creating adapter tensors."""

@@ -18,6 +18,7 @@ __all__ = [
     "diag",
     "eye",
     "fft",
+    "gelu",
     "ifft",
     "ifft2",
     "inv",
@@ -74,6 +75,12 @@ def sin(v: Tensor) -> Tensor:
 def softmax(v: Tensor, dim: int = -1) -> Tensor:
     """``exp(v) / Σ exp(v)`` along ``dim``."""
     return torch.softmax(v, dim=dim)
+
+
+def gelu(v: Tensor) -> Tensor:
+    """The exact GELU, ``v · Φ(v)`` with ``Φ`` the standard normal CDF (``torch.nn.functional.gelu``, GPT-2 style
+    MLPs of `adapterspec.tiny`)."""
+    return torch.nn.functional.gelu(v)
 
 
 def topk(v: Tensor, k: int) -> tuple[Tensor, Tensor]:

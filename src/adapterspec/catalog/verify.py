@@ -180,10 +180,11 @@ class Case:
     @property
     def names(self) -> dict[str, Any]:
         """What a property formula may use: the hyperparameters and the layer's sizes (also by the names the method
-        gives them in ``shape_names``)."""
-        first, second = adapter_class(self.slug).shape_names
-        return {**hyperparameters(self.slug), **self.hp, first: self.d_in, second: self.d_out,
-                "d_in": self.d_in, "d_out": self.d_out}
+        gives them in ``shape_names``, and the further sizes its ``sizes`` reports)."""
+        cls = adapter_class(self.slug)
+        first, second = cls.shape_names
+        return {**hyperparameters(self.slug), **self.hp, **cls.sizes(self.pristine), first: self.d_in,
+                second: self.d_out, "d_in": self.d_in, "d_out": self.d_out}
 
     def fresh(self, base: nn.Module | None = None) -> nn.Module:
         """The module right after init, on a copy of the pristine layer (or on ``base``), in float64.
