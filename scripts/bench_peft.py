@@ -31,16 +31,16 @@ OUT = ROOT / "docs" / "data" / "peft_speed.json"
 D, BATCH, TOKENS = 1024, 8, 128
 
 
-def _step(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
+def _step(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, kwargs: dict) -> None:
     for p in layer.parameters():
         p.grad = None
-    layer(x).backward(g)
+    layer(x, **kwargs).backward(g)
 
 
-def _time_block(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int) -> float:
+def _time_block(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, steps: int, kwargs: dict) -> float:
     start = time.perf_counter()
     for _ in range(steps):
-        _step(layer, x, g)
+        _step(layer, x, g, kwargs)
     return (time.perf_counter() - start) / steps
 
 
@@ -61,17 +61,18 @@ def bench(slug: str, blocks: int, steps: int) -> dict:
         x = torch.randn(BATCH, TOKENS, D, generator=gen)
     else:  # token ids for an embedding (vocabulary D): the method's own example inputs
         x = adapter_class(slug).example_inputs(base, BATCH, gen, torch.float32)
+    kw = conv.forward_kwargs(ours, x) if hasattr(conv, "forward_kwargs") else {}  # Poly's task ids
     with torch.no_grad():
-        g = torch.randn(theirs(x).shape, generator=gen)
+        g = torch.randn(theirs(x, **kw).shape, generator=gen)
     with torch.no_grad():
-        err = float((ours(x) - theirs(x)).abs().max() / theirs(x).abs().max())
+        err = float((ours(x, **kw) - theirs(x, **kw)).abs().max() / theirs(x, **kw).abs().max())
     for layer in (ours, theirs):  # warm-up
-        _time_block(layer, x, g, 2)
+        _time_block(layer, x, g, 2, kw)
     t_ours, t_peft = [], []
     for b in range(blocks):
         pair = [(ours, t_ours), (theirs, t_peft)]
         for layer, out in pair if b % 2 == 0 else reversed(pair):
-            out.append(_time_block(layer, x, g, steps))
+            out.append(_time_block(layer, x, g, steps, kw))
     m_ours, m_peft = statistics.median(t_ours), statistics.median(t_peft)
     return {"method": slug, "peft_layer": conv.LAYER, "config": config, "ours_ms": m_ours * 1e3,
             "peft_ms": m_peft * 1e3, "ratio": m_ours / m_peft, "rel_error": err}

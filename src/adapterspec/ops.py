@@ -81,6 +81,12 @@ def softmax(v: Tensor, dim: int = -1) -> Tensor:
     return torch.softmax(v, dim=dim)
 
 
+def gelu(v: Tensor) -> Tensor:
+    """The exact GELU, ``v · Φ(v)`` with ``Φ`` the standard normal CDF (``torch.nn.functional.gelu``, GPT-2 style
+    MLPs of `adapterspec.tiny`)."""
+    return torch.nn.functional.gelu(v)
+
+
 def topk(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest entries of ``v`` along its last dimension and their indices (largest first)."""
     values, indices = torch.topk(v, k, dim=-1)

@@ -5,9 +5,12 @@ one-layer model, wrap it with ``peft.get_peft_model``, move *every* trainable pe
 identity-at-init adapter would otherwise agree with anything), convert the layer with `from_peft`, and compare:
 
 * outputs: ``from_peft(layer)(x)`` against ``layer(x)``, on a ``(2, 5, d_in)`` batch (for a base other than an
-  ``nn.Linear``, such as an embedding, on two of the method's ``example_inputs``: token ids);
+  ``nn.Linear``, such as an embedding, on two of the method's ``example_inputs``: token ids); a layer whose forward
+  needs more than ``x`` (Poly's task ids) gets the keyword arguments its converter's ``forward_kwargs(ours, x)``
+  returns, and so does our module;
 * merged weights: our ``W'`` against the weight peft writes into the base layer on ``merge()``, and the outputs of the
-  two merged layers (ours merged against peft's merged);
+  two merged layers (ours merged against peft's merged), unless the converter says peft's layer cannot merge
+  (``MERGES = False``: Poly, whose merge per task its own tests compare);
 * trainable parameters: our ``num_trainable()`` against peft's count of ``requires_grad`` tensors for the same config,
   and, given the entry's formula, the formula evaluated at the converted module's hyperparameters.
 
@@ -198,10 +201,12 @@ def _run_case(res: CaseResult, slug: str, config: dict, d_in: int, d_out: int, d
             names = {**hyperparameters(slug), first: d_in, second: d_out, "d_in": d_in, "d_out": d_out}
             names.update({k: getattr(ours, k) for k in names if hasattr(ours, k)})
             res.formula_params = int(evaluate_formula(formula, names))
-        y_peft, y_ours = layer(x), ours(x)
+        conv = converters()[slug]
+        kwargs = conv.forward_kwargs(ours, x) if hasattr(conv, "forward_kwargs") else {}  # Poly's task ids
+        y_peft, y_ours = layer(x, **kwargs), ours(x, **kwargs)
         res.output_error = _rel(y_ours, y_peft)
         res.moved = _rel(y_peft, layer.get_base_layer()(x))
-        if ours.mergeable:
+        if ours.mergeable and getattr(conv, "MERGES", True):
             W_ours = ours.merged_weight().detach().clone()
             ours.merge()
             with warnings.catch_warnings():

@@ -14,6 +14,8 @@ found automatically like the methods themselves. A converter module defines:
 * ``CONFIG``: the name of peft's config class, and ``CASES``, its keyword arguments for each case of the equality
   matrix (``SHAPES`` optionally overrides the ``(d_in, d_out)`` pairs) — used by `adapterspec.interop.equality`; a
   converter whose config needs more than keyword arguments defines ``peft_config(**kwargs)`` instead (SHiRA's mask);
+* optionally ``forward_kwargs(ours, x)``, keyword arguments both forwards need besides ``x`` (Poly's ``task_ids``),
+  and ``MERGES = False`` where peft's layer has no ``merge`` (the matrix then skips the merged comparison);
 * optionally ``BENCH``, the config ``scripts/bench_peft.py`` times (default: the first case), and
   ``matches(layer, name)``, when several methods share one peft layer class (LoRA and DoRA), and
   ``EXPLICIT = True`` for a method only chosen by name (PiSSA is LoRA after an SVD init: ``method="pissa"``).
