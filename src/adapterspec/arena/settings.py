@@ -7,7 +7,7 @@ from __future__ import annotations
 # -- tier 1: one layer, teacher and student -----------------------------------------------------------------------
 D_IN, D_OUT = 512, 256  # the layer (non-square; 256 and 512 so that every method's default block sizes divide them)
 BUDGETS = (0.005, 0.02, 0.08)  # trainable parameters as a fraction of the layer's d_in * d_out
-STEPS = 130  # Adam steps per fit (cosine-decayed learning rate), the same for every method
+STEPS = 100  # Adam steps per fit (cosine-decayed learning rate), the same for every method
 BATCH = 128  # inputs per step, sampled from a pool of 8,192 training inputs
 LR_GRID = (2e-3, 1e-2, 5e-2)  # Adam learning rates tried per (method, target, budget) on seed 0
 SEEDS = (0, 1, 2)  # seed 0 chooses the learning rate (validation batch); all three are reported (test batch)
@@ -18,7 +18,7 @@ FIT, FAIL = 0.2, 0.8  # relative error at or below FIT: the method fits the targ
 
 # -- tier 2: a small pretrained transformer adapted to a shifted task (tasks in `adapterspec.arena.tier2`) ---------
 TIER2_BUDGETS = (0.01, 0.04)  # trainable parameters as a fraction of the whole model's (about 71,000)
-TIER2_STEPS = 150  # Adam steps of 64 sequences per fit
+TIER2_STEPS = 100  # Adam steps of 64 sequences per fit
 TIER2_LR_GRID = (1e-3, 5e-3, 2.5e-2)
 TIER2_PRETRAIN_STEPS = 1500  # the source model, trained once per run
 

@@ -142,9 +142,15 @@ def attach(model: nn.Module, slug: str, hyper: dict) -> nn.Module:
 
 
 def _count(slug: str, hyper: dict, base: nn.Module) -> int | None:
+    """Trainable parameters of ``slug`` at ``hyper`` on the model, or None where the method cannot run there: its
+    constructor refuses the value, or the longest sequence tier 2 feeds no longer fits (a soft prompt or prefix of
+    ``n`` positions plus the tokens must fit the model's ``max_len``)."""
+    longest = max(SOURCE_LENGTHS[1], ID_LENGTHS[1], OOD_LENGTHS[1]) + 1  # n values and the query (answer not fed)
     try:
         with torch.random.fork_rng(devices=[]):
             m = attach(copy.deepcopy(base), slug, hyper)
+            with torch.no_grad():
+                m(torch.zeros(1, longest, dtype=torch.long))
     except (ValueError, TypeError, RuntimeError):
         return None
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
