@@ -7,6 +7,8 @@ does not. Conventions: math shapes, ``W`` is ``(d_out, d_in)`` as in ``torch.nn.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -229,7 +231,8 @@ def tiny_block(h: Tensor, w: dict, H: int) -> Tensor:
     return h + lin(gelu(lin(m, w["W_up"], w["b_up"])), w["W_down"], w["b_down"])
 
 
-def transformer(θ: dict[str, Tensor], e: Tensor, H: int, attend=None, start: int = 0, eps: float = 1e-5) -> Tensor:
+def transformer(θ: dict[str, Tensor], e: Tensor, H: int, attend: Callable[[int, Tensor, Tensor, Tensor], Tensor] | None = None,
+                start: int = 0, eps: float = 1e-5) -> Tensor:
     r"""Logits ``(T, V)`` of a tiny transformer (`adapterspec.tiny.TinyTransformer`) run on one sequence of input
     embeddings ``e (T, d)``, written out from its weights ``θ`` (its ``state_dict``, by name) so that a method that acts
     on the inputs or inside attention can be stated around it.
