@@ -116,7 +116,7 @@ def test_serve_shows_a_failing_entry_in_the_browser(tmp_path):
         while "The catalog failed to build" in body and time.monotonic() < deadline:
             time.sleep(0.5)
             status, body = _get(f"http://127.0.0.1:{port}/methods/lora/")
-        assert "The catalog failed to build" not in body and "Verified:" in body
+        assert "The catalog failed to build" not in body and "checks passed" in body
     finally:
         proc.terminate()
         proc.wait(timeout=30)

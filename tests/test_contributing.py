@@ -112,7 +112,7 @@ def test_the_worked_example_gets_a_verified_page(walkthrough):
     result = run(project, "adapterspec", "build")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     page = (project / "site" / "methods" / slug / "index.html").read_text(encoding="utf-8")
-    assert "Verified:" in page and "quote checked against the paper" in page
+    assert "checks passed" in page and "quote checked against the paper" in page
     assert "@misc{doe2026toygain," in page.replace("<span", "\n<span") or "doe2026toygain" in page
     assert 'id="cite"' in page
 

@@ -129,6 +129,15 @@ def _bibtex_escape(text: str) -> str:
     return re.sub(r"([&%$#_{}~^\\])", r"\\\1", text)
 
 
+def _wrapped(line: str, width: int = 88) -> str:
+    """A long field broken at spaces onto indented lines (BibTeX reads a line break inside braces as a space), so the
+    blocks on the site fit their boxes."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent="    ", break_long_words=False,
+                                    break_on_hyphens=False)) if len(line) > width else line
+
+
 def bibtex(record: PaperRecord) -> str:
     """The record as a BibTeX ``@misc`` (arXiv) or ``@inproceedings`` (a venue) entry."""
     authors = " and ".join(record.authors) + (" and others" if record.et_al else "")
@@ -140,7 +149,7 @@ def bibtex(record: PaperRecord) -> str:
     fields += [("eprint", record.arxiv + (record.version or "")), ("archiveprefix", "arXiv"),
                ("doi", record.doi or record.arxiv_doi), ("url", record.url)]
     kind = "inproceedings" if record.venue else "misc"
-    body = ",\n".join(f"  {name} = {{{value}}}" for name, value in fields)
+    body = ",\n".join(_wrapped(f"  {name} = {{{value}}}") for name, value in fields)
     return f"@{kind}{{{record.key},\n{body}\n}}\n"
 
 

@@ -22,6 +22,7 @@ class ETHER(Adapter):
 
     $$\text{ETHER: } W' = W_0 H,\qquad H = \operatorname{diag}(H_1,\dots,H_n),\qquad
       H_k = I - 2\hat u_k \hat u_k^\top$$
+
     $$\text{ETHER+: } W' = \tilde H^+ W_0 H^+,\qquad H^+_k = I - \hat u_k \hat u_k^\top + \hat v_k \hat v_k^\top,
       \qquad \tilde H^+_k = I - \tilde u_k \tilde u_k^\top + \tilde v_k \tilde v_k^\top$$
 

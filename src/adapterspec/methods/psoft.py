@@ -15,6 +15,7 @@ class PSOFT(Adapter):
     With $W_0 = U \operatorname{diag}(S) V^\top$ (singular values descending), split once at init:
 
     $$A = V_{[:, :r]}^\top,\quad B = U_{[:, :r]} \operatorname{diag}(S_{[:r]}),\quad W_{res} = W_0 - BA\ \text{(frozen)}$$
+
     $$W' = W_{res} + B \operatorname{diag}(\beta)\, R\, \operatorname{diag}(\alpha)\, A,\qquad
       R = (I + Q)(I - Q)^{-1},\ Q = -Q^\top \in \mathbb{R}^{r\times r}$$
 
