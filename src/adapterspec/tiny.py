@@ -10,11 +10,13 @@ Shapes: ``B`` batch, ``T`` sequence length, ``d`` = ``d_model``, ``H`` = ``n_hea
 The forward pass, and where a method can act on it (the *hook points*):
 
 ```text
-tokens (B, T) int64 ──embed──► e (B, T, d)          inputs_embeds=(B, T, d) replaces e (1)
-h_0 = e + pos.weight[:T]      (B, T, d)             interventions[0] replaces h_0 (2)
-h_{l+1} = blocks[l](h_l, prefix=prefix[l])           interventions[l] replaces h_l before blocks[l] reads it;
-                                                     prefix[l] adds keys/values to its attention (3)
-logits = lm_head(norm(h_L))   (B, T, V)             interventions[L] replaces h_L (before the final norm)
+tokens (B, T) int64 ──embed──► e (B, T, d)     inputs_embeds=(B, T, d) replaces e (1)
+h_0 = e + pos.weight[:T]   (B, T, d)          interventions[0] replaces h_0 (2)
+h_{l+1} = blocks[l](h_l, prefix=prefix[l])    interventions[l] replaces h_l before
+                                              blocks[l] reads it; prefix[l] adds
+                                              keys/values to its attention (3)
+logits = lm_head(norm(h_L))   (B, T, V)       interventions[L] replaces h_L
+                                              (before the final norm)
 ```
 
 1. **Embeddings** (prompt tuning, trainable tokens). ``model.embed`` is the ``nn.Embedding`` (V → d); a method can

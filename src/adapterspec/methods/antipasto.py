@@ -38,19 +38,31 @@ class AntiPaSTO(Adapter):
 
     capacity = "r"
 
-    def __init__(self, base: nn.Linear, r: int = 4, alpha: float = 1.0, theta_max: float = math.pi / 3) -> None:
+    def __init__(
+        self, base: nn.Linear, r: int = 4, alpha: float = 1.0, theta_max: float = math.pi / 3
+    ) -> None:
         super().__init__(base)
         n = min(self.d_in, self.d_out)
         if not 1 <= r <= n:
-            raise ValueError(f"r must be between 1 and min(d_in, d_out) = {n} (singular triplets adapted), got {r}")
+            raise ValueError(
+                f"r must be between 1 and min(d_in, d_out) = {n} (singular triplets adapted), got {r}"
+            )
         if not 0 < theta_max < math.pi:
-            raise ValueError(f"theta_max must be an angle in (0, π) radians (the paper uses π/3), got {theta_max}")
+            raise ValueError(
+                f"theta_max must be an angle in (0, π) radians (the paper uses π/3), got {theta_max}"
+            )
         self.r, self.alpha, self.theta_max = r, float(alpha), float(theta_max)
         self.a_limit = 2 * math.tan(theta_max / 2)  # Eq. 8: the bound on each entry of A
-        self.register_buffer("U", torch.empty(self.d_out, r, **self.factory))  # (d_out, r) fixed output directions
+        self.register_buffer(
+            "U", torch.empty(self.d_out, r, **self.factory)
+        )  # (d_out, r) fixed output directions
         self.register_buffer("S", torch.empty(r, **self.factory))  # (r,) their singular values
-        self.register_buffer("Vh", torch.empty(r, self.d_in, **self.factory))  # (r, d_in) input directions to turn
-        self.q = nn.Parameter(torch.empty(r * (r - 1) // 2, **self.factory))  # (r(r-1)/2,) entries of A
+        self.register_buffer(
+            "Vh", torch.empty(r, self.d_in, **self.factory)
+        )  # (r, d_in) input directions to turn
+        self.q = nn.Parameter(
+            torch.empty(r * (r - 1) // 2, **self.factory)
+        )  # (r(r-1)/2,) entries of A
         self.dS = nn.Parameter(torch.empty(r, **self.factory))  # (r,) ΔS
         self.reset_parameters()
 
@@ -61,11 +73,14 @@ class AntiPaSTO(Adapter):
 
     @torch.no_grad()
     def select_dims(self, scores: Tensor) -> None:
-        """Adapt the ``r`` singular triplets of largest ``scores`` ``(min(d_in, d_out),)``, and zero ``A``, ``ΔS``."""
+        """Adapt the ``r`` singular triplets of largest ``scores`` ``(min(d_in, d_out),)``, and
+        zero ``A``, ``ΔS``."""
         U, S, Vh = ops.svd(self.base.weight.double())  # canonical signs
         if scores.shape != S.shape:
-            raise ValueError(f"scores must have one entry per singular triplet, shape {tuple(S.shape)}, "
-                             f"got {tuple(scores.shape)}")
+            raise ValueError(
+                f"scores must have one entry per singular triplet, shape {tuple(S.shape)}, "
+                f"got {tuple(scores.shape)}"
+            )
         dims = torch.topk(scores.double(), self.r).indices.sort().values  # (r,)
         self.U.copy_(U[:, dims])
         self.S.copy_(S[dims])
@@ -76,9 +91,11 @@ class AntiPaSTO(Adapter):
     @torch.no_grad()
     def wanda_scores(self, X: Tensor) -> Tensor:
         """Section A.4's importance of each singular triplet on calibration inputs ``X (N, d_in)``:
-        $s_k \\operatorname{std}(X v_k)$, shape ``(min(d_in, d_out),)``; pass it to `select_dims`."""
+        $s_k \\operatorname{std}(X v_k)$, shape ``(min(d_in, d_out),)``; pass it to
+        `select_dims`."""
         _, S, Vh = ops.svd(self.base.weight.double())
         return S * (X.double() @ Vh.T).std(dim=0)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -94,12 +111,15 @@ class AntiPaSTO(Adapter):
         return (self.S + self.alpha * self.dS)[:, None] * self.R_r() - torch.diag(self.S)  # (r, r)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
-        return W0 + self.U @ self.core() @ self.Vh  # (d_out, d_in): the PiSSA split, W_res untouched
+        # (d_out, d_in): the PiSSA split, W_res untouched
+        return W0 + self.U @ self.core() @ self.Vh
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        return self.base(x) + ((x @ self.Vh.T) @ self.core().T) @ self.U.T  # (..., d_out), through r coordinates
+        # (..., d_out), through r coordinates
+        return self.base(x) + ((x @ self.Vh.T) @ self.core().T) @ self.U.T
+
     # --8<-- [end:update]
 
     def rotation(self) -> Tensor:
@@ -110,6 +130,19 @@ class AntiPaSTO(Adapter):
         return torch.eye(self.d_in, **self.factory) + self.Vh.T @ (self.R_r().T - eye_r) @ self.Vh
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "U": self.U, "S": self.S, "Vh": self.Vh, "q": self.q,
-                "A": ops.skew(self.q, self.r), "ΔS": self.dS, "dS": self.dS, "R_r": self.R_r(), "R": self.rotation(),
-                "r": self.r, "alpha": self.alpha, "theta_max": self.theta_max, "a_limit": self.a_limit}
+        return {
+            **super().symbols(),
+            "U": self.U,
+            "S": self.S,
+            "Vh": self.Vh,
+            "q": self.q,
+            "A": ops.skew(self.q, self.r),
+            "ΔS": self.dS,
+            "dS": self.dS,
+            "R_r": self.R_r(),
+            "R": self.rotation(),
+            "r": self.r,
+            "alpha": self.alpha,
+            "theta_max": self.theta_max,
+            "a_limit": self.a_limit,
+        }

@@ -12,8 +12,9 @@ from adapterspec.adapter import Adapter
 class BOFT(Adapter):
     r"""Every neuron is rotated by one shared orthogonal matrix, a product of $m$ sparse butterfly factors.
 
-    $$W' = W_0 R^\top,\qquad R = B_m B_{m-1} \cdots B_1,\qquad
-      B_i = P_i^\top \operatorname{diag}(R_{i,1},\dots,R_{i,d/b})\, P_i,\qquad
+    $$W' = W_0 R^\top,\qquad R = B_m B_{m-1} \cdots B_1$$
+
+    $$B_i = P_i^\top \operatorname{diag}(R_{i,1},\dots,R_{i,d/b})\, P_i,\qquad
       R_{i,k} = (I + Q_{i,k})(I - Q_{i,k})^{-1}$$
 
     The paper (Sec. 4) writes $z = (R W_0)^\top x$ for a $d \times n$ weight whose columns are neurons; with the
@@ -38,17 +39,23 @@ class BOFT(Adapter):
 
     capacity = "m"
 
-    def __init__(self, base: nn.Linear, b: int = 8, m: int = 2, scale: bool = False, full_skew: bool = False) -> None:
+    def __init__(
+        self, base: nn.Linear, b: int = 8, m: int = 2, scale: bool = False, full_skew: bool = False
+    ) -> None:
         super().__init__(base)
         if m < 1:
             raise ValueError(f"m={m}: the number of butterfly factors must be a positive integer")
         if b < 2 or (m > 1 and b % 2):
-            raise ValueError(f"b={b}: the block size must be at least 2, and even when m > 1 (m={m}), because each "
-                             "block of a butterfly factor joins two half-blocks of b/2 coordinates")
+            raise ValueError(
+                f"b={b}: the block size must be at least 2, and even when m > 1 (m={m}), because each "
+                "block of a butterfly factor joins two half-blocks of b/2 coordinates"
+            )
         span = b * 2 ** (m - 1)  # inputs that reach one output of the product
         if self.d_in % span:
-            raise ValueError(f"d_in={self.d_in} must be divisible by b·2^(m-1) = {b}·{2 ** (m - 1)} = {span}; "
-                             "choose a smaller m or a b that divides d_in")
+            raise ValueError(
+                f"d_in={self.d_in} must be divisible by b·2^(m-1) = {b}·{2 ** (m - 1)} = {span}; "
+                "choose a smaller m or a b that divides d_in"
+            )
         self.b, self.m, self.r, self.scale, self.full_skew = b, m, self.d_in // b, scale, full_skew
         free = b * b if full_skew else b * (b - 1) // 2
         self.q = nn.Parameter(torch.empty(m, self.r, free, **self.factory))  # (m, d_in/b, b(b-1)/2)
@@ -61,6 +68,7 @@ class BOFT(Adapter):
         nn.init.zeros_(self.q)  # Q = 0  ⇒  every block is I  ⇒  R = I  ⇒  W' = W0
         if self.scale:
             nn.init.ones_(self.s)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -72,25 +80,31 @@ class BOFT(Adapter):
         return ops.skew(self.q, self.b)
 
     def blocks(self) -> Tensor:
-        """The orthogonal blocks ``R_{i,k}`` (Cayley), ``(m, d_in/b, b, b)``; factor ``i`` is ``blocks()[i]``."""
+        """The orthogonal blocks ``R_{i,k}`` (Cayley), ``(m, d_in/b, b, b)``; factor ``i`` is
+        ``blocks()[i]``."""
         return ops.cayley(self.skew())
 
     def _rotate(self, x: Tensor, i: int, blocks: Tensor) -> Tensor:
         """``x B_{i+1}`` for row vectors ``x (..., d_in)``, without forming the d × d factor.
 
-        Gathering the coordinates of each block (the permutation ``P_i``) is a reshape: ``d_in`` splits into
-        groups of ``2^(i+1)`` chunks of ``b/2``; chunk ``j`` and chunk ``j + 2^i`` of a group form one block.
+        Gathering the coordinates of each block (the permutation ``P_i``) is a reshape: ``d_in``
+        splits into
+        groups of ``2^(i+1)`` chunks of ``b/2``; chunk ``j`` and chunk ``j + 2^i`` of a group form
+        one block.
         """
         h, n = self.b // 2, 2**i
         if i == 0:  # plain block-diagonal factor (also for odd b when m = 1)
             xb = x.unflatten(-1, (self.r, self.b))  # (..., r, b)
         else:
-            xb = x.unflatten(-1, (self.d_in // (2 * n * h), 2, n, h)).transpose(-3, -2)  # (..., G, n, 2, h)
-            xb = xb.flatten(-2).flatten(-3, -2)  # (..., r, b): block G·n + j holds chunks j and j + n of group G
+            # (..., G, n, 2, h)
+            xb = x.unflatten(-1, (self.d_in // (2 * n * h), 2, n, h)).transpose(-3, -2)
+            # (..., r, b): block G·n + j holds chunks j and j + n of group G
+            xb = xb.flatten(-2).flatten(-3, -2)
         yb = torch.einsum("...ki,kij->...kj", xb, blocks)  # (..., r, b): row vector times block
         if i == 0:
             return yb.flatten(-2)
-        yb = yb.unflatten(-2, (self.d_in // (2 * n * h), n)).unflatten(-1, (2, h))  # (..., G, n, 2, h)
+        # (..., G, n, 2, h)
+        yb = yb.unflatten(-2, (self.d_in // (2 * n * h), n)).unflatten(-1, (2, h))
         return yb.transpose(-3, -2).flatten(-4)  # (..., d_in)
 
     def rotation(self) -> Tensor:
@@ -116,8 +130,17 @@ class BOFT(Adapter):
         if self.scale:
             y = self.s * y
         return y if self.base.bias is None else y + self.base.bias
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "q": self.q, "Q": self.skew(), "R": self.rotation(), "m": self.m, "b": self.b,
-                "r": self.r, **({"s": self.s} if self.scale else {})}
+        return {
+            **super().symbols(),
+            "q": self.q,
+            "Q": self.skew(),
+            "R": self.rotation(),
+            "m": self.m,
+            "b": self.b,
+            "r": self.r,
+            **({"s": self.s} if self.scale else {}),
+        }

@@ -52,8 +52,10 @@ class CLOVER(Adapter):
         h, H, D = base.head_dim, base.n_heads, base.d_model
         r = h if r is None else r
         if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= h:
-            raise ValueError(f"r={r!r} must be an integer from 1 to head_dim={h} (a head's Q-K and V-O products "
-                             "have rank at most head_dim), or None for all of them")
+            raise ValueError(
+                f"r={r!r} must be an integer from 1 to head_dim={h} (a head's Q-K and V-O products "
+                "have rank at most head_dim), or None for all of them"
+            )
         if diagonal not in (True, False):
             raise ValueError(f"diagonal must be True or False, got {diagonal!r}")
         biases = {p.bias is not None for p in (base.q_proj, base.k_proj, base.v_proj)}
@@ -61,10 +63,15 @@ class CLOVER(Adapter):
             raise ValueError("q_proj, k_proj and v_proj must all have a bias or all have none")
         self.r, self.diagonal, self.has_bias = r, diagonal, biases.pop()
         Dt = D + self.has_bias  # width of x̃ = [x, 1]
-        # Frozen orthonormal factors, one per head: buffers, so that they are neither trained nor counted.
-        self.register_buffer("U_qk", torch.empty(H, Dt, r, **self.factory))  # (H, D+1, r) query side
+        # Frozen orthonormal factors, one per head: buffers, so that they are neither trained nor
+        # counted.
+        self.register_buffer(
+            "U_qk", torch.empty(H, Dt, r, **self.factory)
+        )  # (H, D+1, r) query side
         self.register_buffer("V_qk", torch.empty(H, Dt, r, **self.factory))  # (H, D+1, r) key side
-        self.register_buffer("U_vo", torch.empty(H, Dt, r, **self.factory))  # (H, D+1, r) value side
+        self.register_buffer(
+            "U_vo", torch.empty(H, Dt, r, **self.factory)
+        )  # (H, D+1, r) value side
         self.register_buffer("V_vo", torch.empty(H, D, r, **self.factory))  # (H, D, r) output side
         core = (H, r) if diagonal else (H, r, r)
         self.S_qk = nn.Parameter(torch.empty(core, **self.factory))  # (H, r, r) or (H, r)
@@ -99,9 +106,11 @@ class CLOVER(Adapter):
         b, h, r = self.base, self.base.head_dim, self.r
         for i in range(b.n_heads):
             rows = slice(i * h, (i + 1) * h)
-            Wq, Wk, Wv = (self._tilde(p, rows) for p in (b.q_proj, b.k_proj, b.v_proj))  # (h, D+1) each
+            # (h, D+1) each
+            Wq, Wk, Wv = (self._tilde(p, rows) for p in (b.q_proj, b.k_proj, b.v_proj))
             Wo = b.o_proj.weight[:, rows]  # (D, h): head i's columns of W_O
-            # W_QK^i = W̃_qᵀ W̃_k (D+1, D+1) has rank ≤ h: its top-r triplets hold all of it when r = h
+            # W_QK^i = W̃_qᵀ W̃_k (D+1, D+1) has rank ≤ h: its top-r triplets hold all of it when r
+            # = h
             U, S, Vh = ops.svd(Wq.T @ Wk)
             self.U_qk[i], self.V_qk[i] = U[:, :r], Vh[:r].T
             S_qk = S[:r]  # (r,) singular values, descending
@@ -111,6 +120,7 @@ class CLOVER(Adapter):
             S_vo = S[:r]  # (r,)
             self.S_qk[i] = S_qk if self.diagonal else torch.diag(S_qk)
             self.S_vo[i] = S_vo if self.diagonal else torch.diag(S_vo)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -123,19 +133,24 @@ class CLOVER(Adapter):
     def forward(self, x: Tensor, prefix: PrefixKV | None = None) -> Tensor:
         if self.merged:
             return self.base(x, prefix)
-        if prefix is not None:  # prefix keys/values: run the block on the merged weights (the same function)
+        # prefix keys/values: run the block on the merged weights (the same function)
+        if prefix is not None:
             return torch.func.functional_call(self.base, self.adapted_weights(), (x, prefix))
         S_qk, S_vo = self.cores()  # (H, r, r)
         T = x.shape[1]
-        xt = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1) if self.has_bias else x  # (B, T, D+1): x̃
-        q = torch.einsum("btd,hdr->bhtr", xt, self.U_qk)  # (B, H, T, r) in the orthonormal query basis
-        k = torch.einsum("btd,hdr->bhtr", xt, self.V_qk)  # (B, H, T, r) in the orthonormal key basis
+        # (B, T, D+1): x̃
+        xt = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1) if self.has_bias else x
+        # (B, H, T, r) in the orthonormal query basis
+        q = torch.einsum("btd,hdr->bhtr", xt, self.U_qk)
+        # (B, H, T, r) in the orthonormal key basis
+        k = torch.einsum("btd,hdr->bhtr", xt, self.V_qk)
         A = q @ S_qk @ k.mT / math.sqrt(self.base.head_dim)  # (B, H, T, T): the base's scale, 1/√h
         future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
         P = F.softmax(A.masked_fill(future, float("-inf")), dim=-1)  # (B, H, T, T)
         v = torch.einsum("btd,hdr->bhtr", xt, self.U_vo) @ S_vo  # (B, H, T, r)
         y = torch.einsum("bhtr,hdr->btd", P @ v, self.V_vo)  # (B, T, D): Σ_i P_i v_i V_voᵀ
         return y if self.base.o_proj.bias is None else y + self.base.o_proj.bias
+
     # --8<-- [end:update]
 
     def adapted_weights(self) -> dict[str, Tensor]:
@@ -144,8 +159,11 @@ class CLOVER(Adapter):
         b, H, h, r, D = self.base, self.base.n_heads, self.base.head_dim, self.r, self.base.d_model
         S_qk, S_vo = self.cores()
         new = {}
-        for name, rows in (("q_proj", self.U_qk.mT), ("k_proj", S_qk @ self.V_qk.mT),
-                           ("v_proj", S_vo.mT @ self.U_vo.mT)):  # (H, r, D+1) each
+        for name, rows in (
+            ("q_proj", self.U_qk.mT),
+            ("k_proj", S_qk @ self.V_qk.mT),
+            ("v_proj", S_vo.mT @ self.U_vo.mT),
+        ):  # (H, r, D+1) each
             Wt = rows.new_zeros(H, h, rows.shape[-1])
             Wt[:, :r] = rows
             Wt = Wt.reshape(D, -1)  # (D, D+1): heads stacked as in the base
@@ -161,11 +179,28 @@ class CLOVER(Adapter):
         b = self.base
         S_qk, S_vo = self.cores()
         bias = {p: getattr(b, f"{p[-1]}_proj").bias for p in ("b_q", "b_k", "b_v", "b_o")}
-        return {"W_q": b.q_proj.weight, "W_k": b.k_proj.weight, "W_v": b.v_proj.weight, "W_o": b.o_proj.weight,
-                **bias, "U_qk": self.U_qk, "S_qk": S_qk, "V_qk": self.V_qk, "U_vo": self.U_vo, "S_vo": S_vo,
-                "V_vo": self.V_vo, "H": b.n_heads, "h": b.head_dim, "r": self.r, "diagonal": self.diagonal,
-                "d_model": b.d_model, "n_heads": b.n_heads}
+        return {
+            "W_q": b.q_proj.weight,
+            "W_k": b.k_proj.weight,
+            "W_v": b.v_proj.weight,
+            "W_o": b.o_proj.weight,
+            **bias,
+            "U_qk": self.U_qk,
+            "S_qk": S_qk,
+            "V_qk": self.V_qk,
+            "U_vo": self.U_vo,
+            "S_vo": S_vo,
+            "V_vo": self.V_vo,
+            "H": b.n_heads,
+            "h": b.head_dim,
+            "r": self.r,
+            "diagonal": self.diagonal,
+            "d_model": b.d_model,
+            "n_heads": b.n_heads,
+        }
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.base.d_model}, n_heads={self.base.n_heads}, r={self.r}, diagonal={self.diagonal}, "
-                f"trainable={self.num_trainable()}")
+        return (
+            f"d_model={self.base.d_model}, n_heads={self.base.n_heads}, r={self.r}, diagonal={self.diagonal}, "
+            f"trainable={self.num_trainable()}"
+        )

@@ -45,40 +45,62 @@ class ETHER(Adapter):
             code's ``Htype="etherplus"``). Only with ``plus``.
     """
 
-    capacity = None  # d_in (ETHER), 2 d_in or 2 (d_in + d_out) (ETHER+): n does not change the count
+    capacity = (
+        None  # d_in (ETHER), 2 d_in or 2 (d_in + d_out) (ETHER+): n does not change the count
+    )
 
-    def __init__(self, base: nn.Linear, n: int = 1, plus: bool = False, two_sided: bool = False) -> None:
+    def __init__(
+        self, base: nn.Linear, n: int = 1, plus: bool = False, two_sided: bool = False
+    ) -> None:
         super().__init__(base)
         if two_sided and not plus:
-            raise ValueError("two_sided=True needs plus=True: the paper applies only ETHER+ on both sides (ETHER is a "
-                             "single reflection on the input side)")
+            raise ValueError(
+                "two_sided=True needs plus=True: the paper applies only ETHER+ on both sides (ETHER is a "
+                "single reflection on the input side)"
+            )
         if n < 1 or self.d_in % n or (two_sided and self.d_out % n):
-            sides = "d_in={} and d_out={}".format(self.d_in, self.d_out) if two_sided else f"d_in={self.d_in}"
-            raise ValueError(f"n={n} (number of diagonal blocks) must be a positive divisor of {sides}")
+            sides = (
+                "d_in={} and d_out={}".format(self.d_in, self.d_out)
+                if two_sided
+                else f"d_in={self.d_in}"
+            )
+            raise ValueError(
+                f"n={n} (number of diagonal blocks) must be a positive divisor of {sides}"
+            )
         self.n, self.plus, self.two_sided = n, plus, two_sided
         b, c = self.d_in // n, self.d_out // n
-        self.u = nn.Parameter(torch.empty(n, b, **self.factory))  # (n, d_in/n), normal of each block's hyperplane
+        self.u = nn.Parameter(
+            torch.empty(n, b, **self.factory)
+        )  # (n, d_in/n), normal of each block's hyperplane
         self.v = nn.Parameter(torch.empty(n, b, **self.factory)) if plus else None  # (n, d_in/n)
-        self.u_tilde = nn.Parameter(torch.empty(n, c, **self.factory)) if two_sided else None  # (n, d_out/n)
-        self.v_tilde = nn.Parameter(torch.empty(n, c, **self.factory)) if two_sided else None  # (n, d_out/n)
+        self.u_tilde = (
+            nn.Parameter(torch.empty(n, c, **self.factory)) if two_sided else None
+        )  # (n, d_out/n)
+        self.v_tilde = (
+            nn.Parameter(torch.empty(n, c, **self.factory)) if two_sided else None
+        )  # (n, d_out/n)
         self.reset_parameters()
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
-        # A random hyperplane per block: ETHER starts one reflection away from W0 (‖H_k − I‖_F = 2), as in the
+        # A random hyperplane per block: ETHER starts one reflection away from W0 (‖H_k − I‖_F = 2),
+        # as in the
         # official code; no unit vector makes H_k = I.
         nn.init.kaiming_uniform_(self.u, a=math.sqrt(5))
         with torch.no_grad():
-            if self.plus:  # v = −u: v̂v̂ᵀ = ûûᵀ, so H⁺ = I and W' = W0 at init (the official code's choice)
+            # v = −u: v̂v̂ᵀ = ûûᵀ, so H⁺ = I and W' = W0 at init (the official code's choice)
+            if self.plus:
                 self.v.copy_(-self.u)
             if self.two_sided:
                 nn.init.kaiming_uniform_(self.u_tilde, a=math.sqrt(5))
                 self.v_tilde.copy_(-self.u_tilde)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def blocks(self) -> Tensor:
-        """The input-side blocks ``(n, d_in/n, d_in/n)``: reflections ``H_k`` (ETHER) or ``H⁺_k`` (ETHER+)."""
+        """The input-side blocks ``(n, d_in/n, d_in/n)``: reflections ``H_k`` (ETHER) or ``H⁺_k``
+        (ETHER+)."""
         u = _unit(self.u)  # (n, b)
         I = torch.eye(u.shape[1], **self.factory)
         if not self.plus:
@@ -87,7 +109,8 @@ class ETHER(Adapter):
         return I - u[:, :, None] * u[:, None, :] + v[:, :, None] * v[:, None, :]  # I − ûûᵀ + v̂v̂ᵀ
 
     def blocks_tilde(self) -> Tensor | None:
-        """The output-side blocks ``H̃⁺_k (n, d_out/n, d_out/n)`` of two-sided ETHER+, else ``None``."""
+        """The output-side blocks ``H̃⁺_k (n, d_out/n, d_out/n)`` of two-sided ETHER+, else
+        ``None``."""
         if not self.two_sided:
             return None
         u, v = _unit(self.u_tilde), _unit(self.v_tilde)  # (n, c)
@@ -101,7 +124,8 @@ class ETHER(Adapter):
         return W
 
     def _reflect(self, z: Tensor, U: Tensor, V: Tensor | None, strength: float) -> Tensor:
-        """``z ↦ diag(I − s ûûᵀ + v̂v̂ᵀ) z`` block by block on the last dimension, never forming the matrix."""
+        """``z ↦ diag(I − s ûûᵀ + v̂v̂ᵀ) z`` block by block on the last dimension, never forming
+        the matrix."""
         zb = z.unflatten(-1, (self.n, U.shape[1]))  # (..., n, block)
         out = zb - strength * (zb * U).sum(-1, keepdim=True) * U
         if V is not None:
@@ -113,14 +137,26 @@ class ETHER(Adapter):
             return self.base(x)
         # y = H̃ (W0 (H x)) + b, with H, H̃ applied to the vectors (O(d) per token each)
         v = _unit(self.v) if self.plus else None
-        z = F.linear(self._reflect(x, _unit(self.u), v, 1.0 if self.plus else 2.0), self.base.weight)
+        z = F.linear(
+            self._reflect(x, _unit(self.u), v, 1.0 if self.plus else 2.0), self.base.weight
+        )
         if self.two_sided:
             z = self._reflect(z, _unit(self.u_tilde), _unit(self.v_tilde), 1.0)
         return z if self.base.bias is None else z + self.base.bias
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
         H_tilde = self.blocks_tilde()
-        return {**super().symbols(), "u": self.u, "v": self.v, "u_tilde": self.u_tilde, "v_tilde": self.v_tilde,
-                "H": self.blocks(), "H_tilde": H_tilde, "n": self.n, "plus": self.plus,
-                "two_sided": self.two_sided}
+        return {
+            **super().symbols(),
+            "u": self.u,
+            "v": self.v,
+            "u_tilde": self.u_tilde,
+            "v_tilde": self.v_tilde,
+            "H": self.blocks(),
+            "H_tilde": H_tilde,
+            "n": self.n,
+            "plus": self.plus,
+            "two_sided": self.two_sided,
+        }

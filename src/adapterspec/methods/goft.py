@@ -36,11 +36,17 @@ class GOFT(Adapter):
     def __init__(self, base: nn.Linear, quasi: bool = False) -> None:
         super().__init__(base)
         if self.d_in < 2:
-            raise ValueError(f"d_in={self.d_in}: a Givens rotation needs at least two input coordinates")
+            raise ValueError(
+                f"d_in={self.d_in}: a Givens rotation needs at least two input coordinates"
+            )
         self.quasi = quasi
-        self.planes = self._planes(self.d_in)  # per layer: (i, j) index tensors of its disjoint planes
+        self.planes = self._planes(
+            self.d_in
+        )  # per layer: (i, j) index tensors of its disjoint planes
         if quasi:
-            self.G = nn.Parameter(torch.empty(self.d_in - 1, 2, 2, **self.factory))  # (d_in − 1, 2, 2)
+            self.G = nn.Parameter(
+                torch.empty(self.d_in - 1, 2, 2, **self.factory)
+            )  # (d_in − 1, 2, 2)
         else:
             self.theta = nn.Parameter(torch.empty(self.d_in - 1, **self.factory))  # (d_in − 1,)
         self.reset_parameters()
@@ -61,21 +67,25 @@ class GOFT(Adapter):
                 self.G.copy_(torch.eye(2, **self.factory).expand_as(self.G))
         else:
             nn.init.zeros_(self.theta)  # θ = 0  ⇒  every G = I  ⇒  R = I  ⇒  W' = W0
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def blocks(self) -> Tensor:
-        """The ``2 × 2`` block of every (quasi-)Givens rotation, in layer order, ``(d_in − 1, 2, 2)``."""
+        """The ``2 × 2`` block of every (quasi-)Givens rotation, in layer order, ``(d_in − 1, 2,
+        2)``."""
         if self.quasi:
             return self.G
         c, s = torch.cos(self.theta), torch.sin(self.theta)
-        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # [[c, −s], [s, c]]
+        # [[c, −s], [s, c]]
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
     def _rotate(self, x: Tensor, transpose: bool) -> Tensor:
-        """``x ↦ R x`` for column vectors stored as rows ``x (..., d_in)`` (``Rᵀ x`` with ``transpose``)."""
+        """``x ↦ R x`` for column vectors stored as rows ``x (..., d_in)`` (``Rᵀ x`` with
+        ``transpose``)."""
         G, start, layers = self.blocks(), 0, []
         for i, j in self.planes:  # this layer's blocks: the next len(i) rows of G
-            layers.append((i, j, G[start:start + len(i)]))
+            layers.append((i, j, G[start : start + len(i)]))
             start += len(i)
         for i, j, g in reversed(layers) if transpose else layers:  # Rᵀ = P_1ᵀ ⋯ P_Lᵀ: P_L first
             if transpose:
@@ -88,7 +98,8 @@ class GOFT(Adapter):
 
     def rotation(self) -> Tensor:
         """``R = P_L ⋯ P_1 (d_in, d_in)``: orthogonal for GOFT, not for qGOFT."""
-        return self._rotate(torch.eye(self.d_in, **self.factory), transpose=True)  # row k: (Rᵀe_k)ᵀ = row k of R
+        # row k: (Rᵀe_k)ᵀ = row k of R
+        return self._rotate(torch.eye(self.d_in, **self.factory), transpose=True)
 
     def adapted_weight(self, W0: Tensor) -> Tensor:
         return W0 @ self.rotation().T  # (d_out, d_in): each neuron (row) w ↦ R w
@@ -96,8 +107,10 @@ class GOFT(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # y = W0 (Rᵀ x): the layers' planes are disjoint, so each layer is two gathers and a scatter.
+        # y = W0 (Rᵀ x): the layers' planes are disjoint, so each layer is two gathers and a
+        # scatter.
         return self.base(self._rotate(x, transpose=True))
+
     # --8<-- [end:update]
 
     def regularizer(self) -> Tensor:

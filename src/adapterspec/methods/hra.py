@@ -36,33 +36,45 @@ class HRA(Adapter):
         if apply_GS not in (True, False):
             raise ValueError(f"apply_GS must be True or False, got {apply_GS!r}")
         if r < 1 or (apply_GS and r > self.d_in):
-            raise ValueError(f"r={r} must be a positive number of reflections" + (
-                f", at most d_in={self.d_in} with apply_GS (r orthonormal vectors in a d_in-dimensional space)"
-                if apply_GS else ""))
+            raise ValueError(
+                f"r={r} must be a positive number of reflections"
+                + (
+                    f", at most d_in={self.d_in} with apply_GS (r orthonormal vectors in a d_in-dimensional space)"
+                    if apply_GS
+                    else ""
+                )
+            )
         self.r, self.apply_GS = r, apply_GS
-        self.V = nn.Parameter(torch.empty(self.d_in, r, **self.factory))  # (d_in, r), column i ∝ u_i
+        self.V = nn.Parameter(
+            torch.empty(self.d_in, r, **self.factory)
+        )  # (d_in, r), column i ∝ u_i
         self.reset_parameters()
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
         if self.r % 2 or self.apply_GS:
-            # Odd r: det H = −1, so no choice of V gives H = I; peft draws every column at random. With GS, a
-            # repeated column would have nothing left to orthonormalise: draw at random too (H is then a fixed
+            # Odd r: det H = −1, so no choice of V gives H = I; peft draws every column at random.
+            # With GS, a
+            # repeated column would have nothing left to orthonormalise: draw at random too (H is
+            # then a fixed
             # distance 2√r from I, ‖H − I‖_F² = 4r).
             nn.init.kaiming_uniform_(self.V, a=math.sqrt(5))
         else:
-            # Even r: columns in equal pairs (v1, v1, v2, v2, ...): each pair H_i H_i = I, so H = I and W' = W0.
+            # Even r: columns in equal pairs (v1, v1, v2, v2, ...): each pair H_i H_i = I, so H = I
+            # and W' = W0.
             half = torch.empty(self.d_in, self.r // 2, **self.factory)  # (d_in, r/2)
             nn.init.kaiming_uniform_(half, a=math.sqrt(5))
             with torch.no_grad():
                 self.V.copy_(half.repeat_interleave(2, dim=1))
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def unit_vectors(self) -> Tensor:
         """``U (d_in, r)``: the unit normals $u_i$ (orthonormal with ``apply_GS``)."""
         if self.apply_GS:
-            # GS(V) and the Q of a QR decomposition span the same nested subspaces and differ only in the signs of
+            # GS(V) and the Q of a QR decomposition span the same nested subspaces and differ only
+            # in the signs of
             # columns, which I − 2UUᵀ does not see.
             return torch.linalg.qr(self.V).Q  # (d_in, r)
         return self.V / self.V.norm(dim=0)  # (d_in, r)
@@ -83,7 +95,8 @@ class HRA(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # y = W0 (H x), reflecting x itself: H_r first, then H_{r−1}, …, H_1 (Eq. 2), O(r · d_in) per token.
+        # y = W0 (H x), reflecting x itself: H_r first, then H_{r−1}, …, H_1 (Eq. 2), O(r · d_in)
+        # per token.
         U = self.unit_vectors()  # (d_in, r)
         if self.apply_GS:
             return self.base(x - 2 * (x @ U) @ U.T)
@@ -91,8 +104,15 @@ class HRA(Adapter):
             u = U[:, i]  # (d_in,)
             x = x - 2 * (x @ u)[..., None] * u
         return self.base(x)
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "V": self.V, "U": self.unit_vectors(), "H": self.reflection(), "r": self.r,
-                "apply_GS": self.apply_GS}
+        return {
+            **super().symbols(),
+            "V": self.V,
+            "U": self.unit_vectors(),
+            "H": self.reflection(),
+            "r": self.r,
+            "apply_GS": self.apply_GS,
+        }

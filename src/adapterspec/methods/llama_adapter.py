@@ -11,13 +11,18 @@ from torch.nn import functional as F
 from adapterspec.tiny import ModelAdapter, PrefixKV, TinyTransformer
 
 
-def prompt_kv(P: Tensor, k_proj: nn.Module, v_proj: nn.Module, n_heads: int) -> tuple[Tensor, Tensor]:
+def prompt_kv(
+    P: Tensor, k_proj: nn.Module, v_proj: nn.Module, n_heads: int
+) -> tuple[Tensor, Tensor]:
     """The adaption prompt ``P (n, d)`` of one layer through that layer's own frozen key and value projections, per
     head: ``(H, n, h)`` each. The tiny-model module and the Hugging Face formulation
     (`adapterspec.interop.peft.llama_adapter`) both call this."""
     n = P.shape[0]
     K, V = k_proj(P), v_proj(P)  # (n, d)
-    return (K.reshape(n, n_heads, -1).transpose(0, 1), V.reshape(n, n_heads, -1).transpose(0, 1))  # (H, n, h)
+    return (
+        K.reshape(n, n_heads, -1).transpose(0, 1),
+        V.reshape(n, n_heads, -1).transpose(0, 1),
+    )  # (H, n, h)
 
 
 def adaption_term(q: Tensor, K: Tensor, V: Tensor, g: Tensor) -> Tensor:
@@ -52,17 +57,25 @@ class LLaMAAdapter(ModelAdapter):
 
     capacity = "n"
 
-    def __init__(self, base: TinyTransformer, n: int = 4, layers: int = 2, per_head: bool = False) -> None:
+    def __init__(
+        self, base: TinyTransformer, n: int = 4, layers: int = 2, per_head: bool = False
+    ) -> None:
         super().__init__(base)
         c = base.config
         if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n (the adaption prompt's length) must be a positive integer, got {n!r}")
+            raise ValueError(
+                f"n (the adaption prompt's length) must be a positive integer, got {n!r}"
+            )
         if not (isinstance(layers, int) and 1 <= layers <= c.n_layers):
-            raise ValueError(f"layers (how many top blocks get a prompt) must be between 1 and the model's "
-                             f"n_layers={c.n_layers}, got {layers!r}")
+            raise ValueError(
+                f"layers (how many top blocks get a prompt) must be between 1 and the model's "
+                f"n_layers={c.n_layers}, got {layers!r}"
+            )
         self.n, self.layers, self.per_head = n, layers, per_head
         self.P = nn.Parameter(torch.empty(layers, n, c.d_model, **self.factory))  # (layers, n, d)
-        self.g = nn.Parameter(torch.empty(layers, c.n_heads if per_head else 1, **self.factory))  # (layers, H or 1)
+        self.g = nn.Parameter(
+            torch.empty(layers, c.n_heads if per_head else 1, **self.factory)
+        )  # (layers, H or 1)
         self.reset_parameters()
 
     # --8<-- [start:init]
@@ -70,6 +83,7 @@ class LLaMAAdapter(ModelAdapter):
         with torch.no_grad():
             nn.init.normal_(self.P)  # random prompts, N(0, 1), as the official code's embedding
             nn.init.zeros_(self.g)  # zero gate: the prompts add nothing at first
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -80,8 +94,10 @@ class LLaMAAdapter(ModelAdapter):
         for j in range(self.layers):
             attn = self.base.blocks[first + j].attn
             K, V = prompt_kv(self.P[j], attn.k_proj, attn.v_proj, c.n_heads)  # (H, n, h)
-            prefix[first + j] = PrefixKV(K, V, gate=self.g[j].expand(c.n_heads))  # its own softmax, gated
+            # its own softmax, gated
+            prefix[first + j] = PrefixKV(K, V, gate=self.g[j].expand(c.n_heads))
         return self.base(tokens, prefix=prefix)  # (B, T, V)
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
@@ -90,5 +106,14 @@ class LLaMAAdapter(ModelAdapter):
         b_k = torch.stack([a.k_proj.bias for a in blocks])  # (L, d)
         W_v = torch.stack([a.v_proj.weight for a in blocks])
         b_v = torch.stack([a.v_proj.bias for a in blocks])
-        return {**super().symbols(), "P": self.P, "g": self.g, "n": self.n, "layers": self.layers,
-                "W_k": W_k, "b_k": b_k, "W_v": W_v, "b_v": b_v}
+        return {
+            **super().symbols(),
+            "P": self.P,
+            "g": self.g,
+            "n": self.n,
+            "layers": self.layers,
+            "W_k": W_k,
+            "b_k": b_k,
+            "W_v": W_v,
+            "b_v": b_v,
+        }

@@ -37,23 +37,32 @@ class OFTv2(Adapter):
     def __init__(self, base: nn.Linear, b: int = 32, k: int = 3) -> None:
         super().__init__(base)
         if b < 1 or self.d_in % b:
-            raise ValueError(f"b={b} must be a block size dividing d_in={self.d_in} (R is made of d_in/b square blocks)")
+            raise ValueError(
+                f"b={b} must be a block size dividing d_in={self.d_in} (R is made of d_in/b square blocks)"
+            )
         if k < 0:
-            raise ValueError(f"k={k} must be 0 (exact Cayley map) or the number of powers of Q in the Neumann series "
-                             "(the paper's five terms are k = 3)")
+            raise ValueError(
+                f"k={k} must be 0 (exact Cayley map) or the number of powers of Q in the Neumann series "
+                "(the paper's five terms are k = 3)"
+            )
         self.b, self.n, self.k = b, self.d_in // b, k
-        # Only the strict upper triangle of each skew-symmetric block is stored: b(b-1)/2 numbers per block.
-        self.q = nn.Parameter(torch.empty(self.n, b * (b - 1) // 2, **self.factory))  # (n, b(b-1)/2)
+        # Only the strict upper triangle of each skew-symmetric block is stored: b(b-1)/2 numbers
+        # per block.
+        self.q = nn.Parameter(
+            torch.empty(self.n, b * (b - 1) // 2, **self.factory)
+        )  # (n, b(b-1)/2)
         self.reset_parameters()
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.q)  # Q = 0  ⇒  R = I  ⇒  the pretrained layer
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def blocks(self) -> Tensor:
-        """The blocks ``R_i`` stacked ``(n, b, b)``; only approximately orthogonal unless ``k = 0``."""
+        """The blocks ``R_i`` stacked ``(n, b, b)``; only approximately orthogonal unless ``k =
+        0``."""
         Q = ops.skew(self.q, self.b)  # (n, b, b), Qᵀ = −Q
         if not self.k:
             return ops.cayley(Q)  # (I + Q)(I − Q)⁻¹
@@ -66,7 +75,8 @@ class OFTv2(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # Input-centric: x ↦ Rᵀx slice by slice (row vector: xᵀR), then the frozen layer. No weight-sized tensor.
+        # Input-centric: x ↦ Rᵀx slice by slice (row vector: xᵀR), then the frozen layer. No weight-
+        # sized tensor.
         x_blocks = x.unflatten(-1, (self.n, self.b))  # (..., n, b)
         x_rot = torch.einsum("...ki,kij->...kj", x_blocks, self.blocks())  # (..., n, b)
         return self.base(x_rot.flatten(-2))  # (..., d_out)
@@ -75,6 +85,7 @@ class OFTv2(Adapter):
         # Weight-centric W0 Rᵀ, block by block (used to merge): column slice i of W0 times R_iᵀ.
         W_blocks = W0.unflatten(-1, (self.n, self.b))  # (d_out, n, b)
         return torch.einsum("okj,kij->oki", W_blocks, self.blocks()).flatten(-2)  # (d_out, d_in)
+
     # --8<-- [end:update]
 
     def rotation(self) -> Tensor:
@@ -82,5 +93,11 @@ class OFTv2(Adapter):
         return ops.block_diag(self.blocks())
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "q": self.q, "Q": ops.skew(self.q, self.b), "R": self.rotation(),
-                "b": self.b, "k": self.k}
+        return {
+            **super().symbols(),
+            "q": self.q,
+            "Q": ops.skew(self.q, self.b),
+            "R": self.rotation(),
+            "b": self.b,
+            "k": self.k,
+        }

@@ -11,13 +11,24 @@ from adapterspec.methods.prompt_tuning import prepend
 from adapterspec.tiny import ModelAdapter, TinyTransformer
 
 
-def mlp_encoder(E_p: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor, W3: Tensor, b3: Tensor) -> Tensor:
+def mlp_encoder(
+    E_p: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor, W3: Tensor, b3: Tensor
+) -> Tensor:
     """``h_i = W3 ReLU(W2 ReLU(W1 e_i + b1) + b2) + b3``, each prompt embedding on its own: ``(n, d) → (n, d)``."""
     return torch.relu(torch.relu(E_p @ W1.T + b1) @ W2.T + b2) @ W3.T + b3
 
 
-def lstm_encoder(E_p: Tensor, W_ih: list[Tensor], W_hh: list[Tensor], b_ih: list[Tensor], b_hh: list[Tensor],
-                 W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor) -> Tensor:
+def lstm_encoder(
+    E_p: Tensor,
+    W_ih: list[Tensor],
+    W_hh: list[Tensor],
+    b_ih: list[Tensor],
+    b_hh: list[Tensor],
+    W1: Tensor,
+    b1: Tensor,
+    W2: Tensor,
+    b2: Tensor,
+) -> Tensor:
     """A bidirectional LSTM over the ``n`` prompt embeddings (``len(W_ih) // 2`` layers; index ``2k`` is layer
     ``k`` forwards, ``2k + 1`` backwards; gates in the order input, forget, cell, output), then
     ``W2 ReLU(W1 [→h_i; ←h_i] + b1) + b2``: ``(n, d) → (n, d)``. Every prompt vector depends on all the others."""
@@ -67,8 +78,14 @@ class PTuning(ModelAdapter):
 
     capacity = "n"
 
-    def __init__(self, base: TinyTransformer, n: int = 4, lstm: bool = False, hidden: int = 16,
-                 lstm_layers: int = 2) -> None:
+    def __init__(
+        self,
+        base: TinyTransformer,
+        n: int = 4,
+        lstm: bool = False,
+        hidden: int = 16,
+        lstm_layers: int = 2,
+    ) -> None:
         super().__init__(base)
         for name, value in (("n", n), ("hidden", hidden), ("lstm_layers", lstm_layers)):
             if not (isinstance(value, int) and value >= 1):
@@ -77,9 +94,15 @@ class PTuning(ModelAdapter):
         self.n, self.lstm, self.hidden, self.lstm_layers = n, lstm, hidden, lstm_layers
         self.E_p = nn.Parameter(torch.empty(n, d, **f))  # (n, d) the encoder's inputs
         if lstm:
-            sizes = [d if k == 0 else 2 * hidden for k in range(lstm_layers) for _ in (0, 1)]  # per layer, direction
-            self.W_ih = nn.ParameterList(nn.Parameter(torch.empty(4 * hidden, s, **f)) for s in sizes)
-            self.W_hh = nn.ParameterList(nn.Parameter(torch.empty(4 * hidden, hidden, **f)) for _ in sizes)
+            sizes = [
+                d if k == 0 else 2 * hidden for k in range(lstm_layers) for _ in (0, 1)
+            ]  # per layer, direction
+            self.W_ih = nn.ParameterList(
+                nn.Parameter(torch.empty(4 * hidden, s, **f)) for s in sizes
+            )
+            self.W_hh = nn.ParameterList(
+                nn.Parameter(torch.empty(4 * hidden, hidden, **f)) for _ in sizes
+            )
             self.b_ih = nn.ParameterList(nn.Parameter(torch.empty(4 * hidden, **f)) for _ in sizes)
             self.b_hh = nn.ParameterList(nn.Parameter(torch.empty(4 * hidden, **f)) for _ in sizes)
             shapes = [(2 * hidden, 2 * hidden), (d, 2 * hidden)]  # the MLP head on [→h; ←h]
@@ -101,6 +124,7 @@ class PTuning(ModelAdapter):
                 bound = 1 / math.sqrt(self.hidden)
                 for p in (*self.W_ih, *self.W_hh, *self.b_ih, *self.b_hh):
                     nn.init.uniform_(p, -bound, bound)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -109,18 +133,36 @@ class PTuning(ModelAdapter):
         if self.lstm:
             W1, W2 = self.Ws
             b1, b2 = self.bs
-            return lstm_encoder(self.E_p, list(self.W_ih), list(self.W_hh), list(self.b_ih), list(self.b_hh),
-                                W1, b1, W2, b2)
+            return lstm_encoder(
+                self.E_p,
+                list(self.W_ih),
+                list(self.W_hh),
+                list(self.b_ih),
+                list(self.b_hh),
+                W1,
+                b1,
+                W2,
+                b2,
+            )
         return mlp_encoder(self.E_p, *(t for pair in zip(self.Ws, self.bs) for t in pair))
 
     def forward(self, tokens: Tensor) -> Tensor:
         e = self.base.embed(tokens)  # (B, T, d)
-        return self.base(inputs_embeds=prepend(self.prompt(), e))[:, self.n:]  # (B, T, V): real tokens only
+        # (B, T, V): real tokens only
+        return self.base(inputs_embeds=prepend(self.prompt(), e))[:, self.n :]
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        ws = {f"W{i + 1}": W for i, W in enumerate(self.Ws)} | {f"b{i + 1}": b for i, b in enumerate(self.bs)}
+        ws = {f"W{i + 1}": W for i, W in enumerate(self.Ws)} | {
+            f"b{i + 1}": b for i, b in enumerate(self.bs)
+        }
         own = {"W3": None, "b3": None, "W_ih": None, "W_hh": None, "b_ih": None, "b_hh": None, **ws}
         if self.lstm:
-            own.update(W_ih=list(self.W_ih), W_hh=list(self.W_hh), b_ih=list(self.b_ih), b_hh=list(self.b_hh))
+            own.update(
+                W_ih=list(self.W_ih),
+                W_hh=list(self.W_hh),
+                b_ih=list(self.b_ih),
+                b_hh=list(self.b_hh),
+            )
         return {**super().symbols(), **own, "E_p": self.E_p, "n": self.n}

@@ -39,21 +39,45 @@ class Poly(Adapter):
             example.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, n_tasks: int = 1, n_skills: int = 4, n_splits: int = 1,
-                 task: int = 0) -> None:
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 8,
+        n_tasks: int = 1,
+        n_skills: int = 4,
+        n_splits: int = 1,
+        task: int = 0,
+    ) -> None:
         super().__init__(base)
-        for name, value in (("r", r), ("n_tasks", n_tasks), ("n_skills", n_skills), ("n_splits", n_splits)):
+        for name, value in (
+            ("r", r),
+            ("n_tasks", n_tasks),
+            ("n_skills", n_skills),
+            ("n_splits", n_splits),
+        ):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.d_in % n_splits or self.d_out % n_splits:
-            raise ValueError(f"n_splits must divide d_in and d_out (each head owns an equal slice of both); got "
-                             f"n_splits={n_splits} for d_in={self.d_in}, d_out={self.d_out}")
+            raise ValueError(
+                f"n_splits must divide d_in and d_out (each head owns an equal slice of both); got "
+                f"n_splits={n_splits} for d_in={self.d_in}, d_out={self.d_out}"
+            )
         if not 0 <= task < n_tasks:
-            raise ValueError(f"task must be a task id in 0 … n_tasks − 1 = {n_tasks - 1}, got {task!r}")
-        self.r, self.n_tasks, self.n_skills, self.n_splits, self.task = r, n_tasks, n_skills, n_splits, task
+            raise ValueError(
+                f"task must be a task id in 0 … n_tasks − 1 = {n_tasks - 1}, got {task!r}"
+            )
+        self.r, self.n_tasks, self.n_skills, self.n_splits, self.task = (
+            r,
+            n_tasks,
+            n_skills,
+            n_splits,
+            task,
+        )
         self.A = nn.Parameter(torch.empty(n_skills, r, self.d_in, **self.factory))  # (S, r, d_in)
         self.B = nn.Parameter(torch.empty(n_skills, self.d_out, r, **self.factory))  # (S, d_out, r)
-        self.Z = nn.Parameter(torch.empty(n_tasks, n_splits, n_skills, **self.factory))  # (n_tasks, h, S) logits
+        self.Z = nn.Parameter(
+            torch.empty(n_tasks, n_splits, n_skills, **self.factory)
+        )  # (n_tasks, h, S) logits
         self.reset_parameters()
 
     # --8<-- [start:init]
@@ -66,11 +90,13 @@ class Poly(Adapter):
         nn.init.zeros_(self.B)
         # Logits near 0: σ(Z) ≈ 1/2 for every skill, so every task starts from the plain average.
         nn.init.uniform_(self.Z, -1e-3, 1e-3)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def routing(self, task_ids: Tensor) -> Tensor:
-        """The mixing weights ``w (len(task_ids), h, S)``: for each task and head, σ(Z) normalised over the skills."""
+        """The mixing weights ``w (len(task_ids), h, S)``: for each task and head, σ(Z) normalised
+        over the skills."""
         z = torch.sigmoid(self.Z[task_ids])  # (n, h, S)
         return z / z.sum(-1, keepdim=True)
 
@@ -85,7 +111,8 @@ class Poly(Adapter):
         return A_t, B_t
 
     def delta_weight(self) -> Tensor:
-        """``ΔW_t = B_t A_t / r`` for task ``task``, formed directly (not as ``W' − W0``, which would lose the digits
+        """``ΔW_t = B_t A_t / r`` for task ``task``, formed directly (not as ``W' − W0``, which
+        would lose the digits
         of a small update to cancellation)."""
         A_t, B_t = self.factors(torch.tensor([self.task], device=self.A.device))
         return B_t[0] @ A_t[0] / self.r  # (d_out, d_in), rank ≤ r
@@ -94,20 +121,37 @@ class Poly(Adapter):
         return W0 + self.delta_weight()  # (d_out, d_in), for task `task`
 
     def forward(self, x: Tensor, task_ids: Tensor | None = None) -> Tensor:
-        """``x (..., d_in)``; ``task_ids (B,)``, one task per row of the first dimension of ``x`` (default: ``task``
+        """``x (..., d_in)``; ``task_ids (B,)``, one task per row of the first dimension of ``x``
+        (default: ``task``
         for every row)."""
         if task_ids is None:
             return self.base(x) if self.merged else super().forward(x)
         if self.merged:
-            raise RuntimeError(f"Poly is merged for task {self.task}; unmerge() before passing task_ids")
+            raise RuntimeError(
+                f"Poly is merged for task {self.task}; unmerge() before passing task_ids"
+            )
         if task_ids.numel() and not 0 <= int(task_ids.min()) <= int(task_ids.max()) < self.n_tasks:
-            raise ValueError(f"task_ids must lie in 0 … n_tasks − 1 = {self.n_tasks - 1}; got {task_ids.tolist()}")
+            raise ValueError(
+                f"task_ids must lie in 0 … n_tasks − 1 = {self.n_tasks - 1}; "
+                f"got {task_ids.tolist()}"
+            )
         A_t, B_t = self.factors(task_ids.to(self.Z.device))  # (B, r, d_in), (B, d_out, r)
         u = torch.einsum("b...i,bri->b...r", x, A_t)  # (B, ..., r)
         return self.base(x) + torch.einsum("b...r,bor->b...o", u, B_t) / self.r  # (B, ..., d_out)
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "A": self.A, "B": self.B, "Z": self.Z, "r": self.r, "task": self.task,
-                "n_tasks": self.n_tasks, "n_skills": self.n_skills, "n_splits": self.n_splits,
-                "S": self.n_skills, "h": self.n_splits}
+        return {
+            **super().symbols(),
+            "A": self.A,
+            "B": self.B,
+            "Z": self.Z,
+            "r": self.r,
+            "task": self.task,
+            "n_tasks": self.n_tasks,
+            "n_skills": self.n_skills,
+            "n_splits": self.n_splits,
+            "S": self.n_skills,
+            "h": self.n_splits,
+        }

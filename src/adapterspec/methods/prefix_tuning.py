@@ -57,12 +57,16 @@ class PrefixTuning(ModelAdapter):
 
     capacity = "n"
 
-    def __init__(self, base: TinyTransformer, n: int = 4, projection: bool = False, hidden: int = 16) -> None:
+    def __init__(
+        self, base: TinyTransformer, n: int = 4, projection: bool = False, hidden: int = 16
+    ) -> None:
         super().__init__(base)
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"n (the prefix length) must be a positive integer, got {n!r}")
         if projection and not (isinstance(hidden, int) and hidden >= 1):
-            raise ValueError(f"hidden (the reparameterisation MLP's width) must be a positive integer, got {hidden!r}")
+            raise ValueError(
+                f"hidden (the reparameterisation MLP's width) must be a positive integer, got {hidden!r}"
+            )
         c = base.config
         self.n, self.projection, self.hidden = n, projection, hidden
         width = 2 * c.n_layers * c.d_model  # one row: every layer's key and value
@@ -87,11 +91,13 @@ class PrefixTuning(ModelAdapter):
                 bound = 1 / math.sqrt(W.shape[1])
                 nn.init.uniform_(W, -bound, bound)
                 nn.init.uniform_(b, -bound, bound)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def prefix_matrix(self) -> Tensor:
-        """``P_θ (n, 2·L·d)``: the trained prefix, or the MLP's output during reparameterised training."""
+        """``P_θ (n, 2·L·d)``: the trained prefix, or the MLP's output during reparameterised
+        training."""
         if not self.projection:
             return self.P
         return reparameterize(self.P_prime, self.W1, self.b1, self.W2, self.b2)  # (n, 2Ld)
@@ -99,8 +105,11 @@ class PrefixTuning(ModelAdapter):
     def forward(self, tokens: Tensor) -> Tensor:
         c = self.base.config
         kv = split_prefix(self.prefix_matrix(), c.n_layers, c.n_heads)  # (L, 2, H, n, h)
-        prefix = {l: PrefixKV(kv[l, 0], kv[l, 1]) for l in range(c.n_layers)}  # joins each block's softmax
-        return self.base(tokens, prefix=prefix, start=self.n)  # (B, T, V); real tokens after the prefix
+        # joins each block's softmax
+        prefix = {l: PrefixKV(kv[l, 0], kv[l, 1]) for l in range(c.n_layers)}
+        # (B, T, V); real tokens after the prefix
+        return self.base(tokens, prefix=prefix, start=self.n)
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:

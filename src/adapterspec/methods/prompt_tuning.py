@@ -43,7 +43,9 @@ class PromptTuning(ModelAdapter):
     def __init__(self, base: TinyTransformer, n: int = 4, init: str = "vocab") -> None:
         super().__init__(base)
         if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n (the number of soft-prompt tokens) must be a positive integer, got {n!r}")
+            raise ValueError(
+                f"n (the number of soft-prompt tokens) must be a positive integer, got {n!r}"
+            )
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         self.n, self.init = n, init
@@ -58,13 +60,15 @@ class PromptTuning(ModelAdapter):
                 self.P.copy_(self.base.embed.weight[ids])  # (n, d)
             else:
                 self.P.uniform_(-0.5, 0.5)  # (n, d)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def forward(self, tokens: Tensor) -> Tensor:
         e = self.base.embed(tokens)  # (B, T, d) frozen token embeddings
         logits = self.base(inputs_embeds=prepend(self.P, e))  # (B, n + T, V)
-        return logits[:, self.n:]  # (B, T, V): the real tokens only
+        return logits[:, self.n :]  # (B, T, V): the real tokens only
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:

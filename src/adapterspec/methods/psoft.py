@@ -43,20 +43,44 @@ class PSOFT(Adapter):
 
     capacity = "r"
 
-    def __init__(self, base: nn.Linear, r: int = 32, mag_a: bool = True, mag_b: bool = True, symmetric: bool = False,
-                 orth: bool = True, k: int = 0, eps: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 32,
+        mag_a: bool = True,
+        mag_b: bool = True,
+        symmetric: bool = False,
+        orth: bool = True,
+        k: int = 0,
+        eps: float = 0.0,
+    ) -> None:
         super().__init__(base)
         if not 1 <= r <= min(self.d_in, self.d_out):
-            raise ValueError(f"r={r} must be between 1 and min(d_in, d_out) = {min(self.d_in, self.d_out)} (the "
-                             "principal subspace is spanned by r singular vectors)")
+            raise ValueError(
+                f"r={r} must be between 1 and min(d_in, d_out) = {min(self.d_in, self.d_out)} (the "
+                "principal subspace is spanned by r singular vectors)"
+            )
         if k < 0:
-            raise ValueError(f"k={k} must be 0 (exact Cayley map) or the number of powers of Q in the Neumann series")
+            raise ValueError(
+                f"k={k} must be 0 (exact Cayley map) or the number of powers of Q in the Neumann series"
+            )
         if eps < 0 or (eps and not k):
-            raise ValueError(f"eps={eps} bounds ‖Q‖_F for the Neumann series only: use eps > 0 with k > 0, or eps = 0")
+            raise ValueError(
+                f"eps={eps} bounds ‖Q‖_F for the Neumann series only: use eps > 0 with k > 0, or eps = 0"
+            )
         self.r, self.mag_a, self.mag_b, self.symmetric, self.orth, self.k, self.eps = (
-            r, mag_a, mag_b, symmetric, orth, k, eps)
+            r,
+            mag_a,
+            mag_b,
+            symmetric,
+            orth,
+            k,
+            eps,
+        )
         free = r * (r - 1) // 2 if orth else r * r
-        self.q = nn.Parameter(torch.empty(free, **self.factory))  # strict upper triangle of Q, or R itself
+        self.q = nn.Parameter(
+            torch.empty(free, **self.factory)
+        )  # strict upper triangle of Q, or R itself
         self.alpha = nn.Parameter(torch.empty(r, **self.factory)) if mag_a else None  # (r,)
         self.beta = nn.Parameter(torch.empty(r, **self.factory)) if mag_b else None  # (r,)
         self.register_buffer("A", torch.empty(r, self.d_in, **self.factory))  # (r, d_in), frozen
@@ -67,7 +91,8 @@ class PSOFT(Adapter):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         first = not getattr(self, "_split_done", False)
-        W = self.base.weight.clone() if first else self.base.weight + self.B @ self.A  # the pretrained weight
+        # the pretrained weight
+        W = self.base.weight.clone() if first else self.base.weight + self.B @ self.A
         U, S, Vh = ops.svd(W.double())  # canonical signs
         if self.symmetric:  # Eq. 3: √S on both sides
             self.A.copy_(S[: self.r, None].sqrt() * Vh[: self.r])  # (r, d_in)
@@ -84,11 +109,13 @@ class PSOFT(Adapter):
         for v in (self.alpha, self.beta):
             if v is not None:
                 v.fill_(1.0)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def rotation(self) -> Tensor:
-        """``R (r, r)``: the Cayley map of ``Q`` (or its series), or the free matrix when ``orth=False``."""
+        """``R (r, r)``: the Cayley map of ``Q`` (or its series), or the free matrix when
+        ``orth=False``."""
         if not self.orth:
             return self.q.reshape(self.r, self.r)
         Q = ops.skew(self.q, self.r)  # (r, r), Qᵀ = −Q
@@ -120,12 +147,23 @@ class PSOFT(Adapter):
             return self.base(x)
         z = x @ self.A.T  # (..., r): coordinates in the principal input subspace
         return self.base(x) + (z @ self.core().T) @ self.B.T  # W_res x + B M A x
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
         ones = torch.ones(self.r, **self.factory)
         Q = ops.skew(self.q, self.r) if self.orth else None
-        return {**super().symbols(), "W_res": self.base.weight, "A": self.A, "B": self.B, "q": self.q, "Q": Q,
-                "R": self.rotation(), "alpha": ones if self.alpha is None else self.alpha,
-                "beta": ones if self.beta is None else self.beta, "r": self.r, "k": self.k,
-                "symmetric": self.symmetric}
+        return {
+            **super().symbols(),
+            "W_res": self.base.weight,
+            "A": self.A,
+            "B": self.B,
+            "q": self.q,
+            "Q": Q,
+            "R": self.rotation(),
+            "alpha": ones if self.alpha is None else self.alpha,
+            "beta": ones if self.beta is None else self.beta,
+            "r": self.r,
+            "k": self.k,
+            "symmetric": self.symmetric,
+        }

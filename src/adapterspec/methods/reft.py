@@ -45,24 +45,45 @@ class ReFT(Adapter):
     shape_names = ("d_model", "n_heads")
     capacity = "r"
 
-    def __init__(self, base: TinyTransformer, r: int = 4, layer: int = 1, p: int = 2, s: int = 2,
-                 tied: bool = False, direct: bool = False, identity_init: bool = False) -> None:
+    def __init__(
+        self,
+        base: TinyTransformer,
+        r: int = 4,
+        layer: int = 1,
+        p: int = 2,
+        s: int = 2,
+        tied: bool = False,
+        direct: bool = False,
+        identity_init: bool = False,
+    ) -> None:
         super().__init__(base)
         d, L = base.config.d_model, base.config.n_layers
         if not 1 <= r <= d:
-            raise ValueError(f"r={r} must be between 1 and d_model={d} (R has r orthonormal rows of size d_model)")
+            raise ValueError(
+                f"r={r} must be between 1 and d_model={d} (R has r orthonormal rows of size d_model)"
+            )
         if not 0 <= layer <= L:
             raise ValueError(f"layer={layer} must be a hidden state index 0 … n_layers={L}")
         if p < 0 or s < 0 or p + s == 0:
-            raise ValueError(f"p={p} and s={s} must be non-negative, and p + s ≥ 1 (no position would be edited)")
+            raise ValueError(
+                f"p={p} and s={s} must be non-negative, and p + s ≥ 1 (no position would be edited)"
+            )
         self.r, self.layer, self.p, self.s = r, layer, p, s
         self.tied, self.direct, self.identity_init = tied, direct, identity_init
-        self.k = 1 if tied or p == 0 or s == 0 else 2  # parameter sets: prefix and suffix, or one for both
+        self.k = (
+            1 if tied or p == 0 or s == 0 else 2
+        )  # parameter sets: prefix and suffix, or one for both
         if direct:
-            self.W2 = nn.Parameter(torch.empty(self.k, r, d, **self.factory))  # (k, r, d), unconstrained
+            self.W2 = nn.Parameter(
+                torch.empty(self.k, r, d, **self.factory)
+            )  # (k, r, d), unconstrained
         else:
-            self.A = nn.Parameter(torch.empty(self.k, d, r, **self.factory))  # (k, d, r), R = qr(A).Qᵀ
-        self.W = nn.Parameter(torch.empty(self.k, r, d, **self.factory))  # (k, r, d), W_1 for DiReFT
+            self.A = nn.Parameter(
+                torch.empty(self.k, d, r, **self.factory)
+            )  # (k, d, r), R = qr(A).Qᵀ
+        self.W = nn.Parameter(
+            torch.empty(self.k, r, d, **self.factory)
+        )  # (k, r, d), W_1 for DiReFT
         self.b = nn.Parameter(torch.empty(self.k, r, **self.factory))  # (k, r)
         self.reset_parameters()
 
@@ -75,13 +96,17 @@ class ReFT(Adapter):
         return self.base.config.n_heads
 
     @classmethod
-    def example_base(cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> TinyTransformer:
+    def example_base(
+        cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> TinyTransformer:
         """A pretrained-looking tiny transformer of width ``d_model = d_in`` with ``n_heads = d_out`` heads (2 layers,
         a vocabulary of 11, so that logits and hidden states differ in size)."""
         return example_model(d_in, d_out, generator, dtype, vocab_size=11, n_layers=2, max_len=16)
 
     @classmethod
-    def example_inputs(cls, base: TinyTransformer, n: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    def example_inputs(
+        cls, base: TinyTransformer, n: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> Tensor:
         """``n`` sequences of 9 token ids, ``(n, 9)``."""
         return torch.randint(base.config.vocab_size, (n, 9), generator=generator)
 
@@ -90,20 +115,23 @@ class ReFT(Adapter):
         d = self.d_in
         with torch.no_grad():
             if self.direct:  # W_2 as an nn.Linear(d, r) weight, U(±1/√d)
-                self.W2.uniform_(-d**-0.5, d**-0.5)
+                self.W2.uniform_(-(d**-0.5), d**-0.5)
             else:  # a random R with orthonormal rows (nn.init.orthogonal_ in the official code)
                 self.A.copy_(torch.linalg.qr(torch.randn_like(self.A)).Q)
-            if self.identity_init:  # source = current coordinates (LoReFT) or zero (DiReFT): Φ(h) = h
+            # source = current coordinates (LoReFT) or zero (DiReFT): Φ(h) = h
+            if self.identity_init:
                 self.W.copy_(torch.zeros_like(self.W) if self.direct else self.R())
                 self.b.zero_()
             else:  # W h + b as a default nn.Linear(d, r): weight and bias U(±1/√d)
-                self.W.uniform_(-d**-0.5, d**-0.5)
-                self.b.uniform_(-d**-0.5, d**-0.5)
+                self.W.uniform_(-(d**-0.5), d**-0.5)
+                self.b.uniform_(-(d**-0.5), d**-0.5)
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def R(self) -> Tensor:
-        """``(k, r, d)``: orthonormal rows for LoReFT (QR of ``A``, signs fixed by ``diag(Rq) > 0``); ``W_2`` for
+        """``(k, r, d)``: orthonormal rows for LoReFT (QR of ``A``, signs fixed by ``diag(Rq) >
+        0``); ``W_2`` for
         DiReFT."""
         if self.direct:
             return self.W2
@@ -119,7 +147,8 @@ class ReFT(Adapter):
         return h + (source - h @ R.T) @ R  # h + Rᵀ (W h + b − R h)
 
     def positions(self, T: int) -> tuple[int, int]:
-        """``(p, s)`` for a sequence of ``T`` positions: shortened, as in the paper, when ``T < p + s``."""
+        """``(p, s)`` for a sequence of ``T`` positions: shortened, as in the paper, when ``T < p +
+        s``."""
         if T < self.p + self.s:
             return min(self.p, T // 2), min(self.s, T - T // 2)
         return self.p, self.s
@@ -129,20 +158,38 @@ class ReFT(Adapter):
         T = h.shape[1]
         p, s = self.positions(T)
         R, W, b, j = self.R(), self.W, self.b, self.k - 1  # j: the suffix's parameter set
-        head, middle, tail = h[:, :p], h[:, p:T - s], h[:, T - s:]
-        return torch.cat([self.phi(head, R[0], W[0], b[0]), middle, self.phi(tail, R[j], W[j], b[j])], dim=1)
+        head, middle, tail = h[:, :p], h[:, p : T - s], h[:, T - s :]
+        return torch.cat(
+            [self.phi(head, R[0], W[0], b[0]), middle, self.phi(tail, R[j], W[j], b[j])], dim=1
+        )
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.base(tokens, interventions={self.layer: self.intervene})  # (B, T, V) logits
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
         R = self.R()
-        return {**model_symbols(self.base), "R": R, "W": self.W, "b": self.b, "W1": self.W, "W2": R,
-                "r": self.r, "layer": self.layer, "p": self.p, "s": self.s, "tied": self.tied,
-                "direct": self.direct, "d_model": self.d_in, "n_heads": self.d_out}
+        return {
+            **model_symbols(self.base),
+            "R": R,
+            "W": self.W,
+            "b": self.b,
+            "W1": self.W,
+            "W2": R,
+            "r": self.r,
+            "layer": self.layer,
+            "p": self.p,
+            "s": self.s,
+            "tied": self.tied,
+            "direct": self.direct,
+            "d_model": self.d_in,
+            "n_heads": self.d_out,
+        }
 
     def extra_repr(self) -> str:
         kind = "DiReFT" if self.direct else "LoReFT"
-        return (f"{kind}, r={self.r}, layer={self.layer}, p={self.p}, s={self.s}, tied={self.tied}, "
-                f"trainable={self.num_trainable()}")
+        return (
+            f"{kind}, r={self.r}, layer={self.layer}, p={self.p}, s={self.s}, tied={self.tied}, "
+            f"trainable={self.num_trainable()}"
+        )

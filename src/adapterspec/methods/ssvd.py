@@ -42,17 +42,27 @@ class SSVD(Adapter):
         super().__init__(base)
         n = min(self.d_in, self.d_out)
         if not 1 <= k <= n:
-            raise ValueError(f"k must be between 1 and min(d_in, d_out) = {n} (top singular triplets adapted), got {k}")
+            raise ValueError(
+                f"k must be between 1 and min(d_in, d_out) = {n} (top singular triplets adapted), got {k}"
+            )
         if constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+            raise ValueError(
+                f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}"
+            )
         self.k, self.constraint = k, constraint
-        self.register_buffer("U", torch.empty(self.d_out, k, **self.factory))  # (d_out, k) fixed output directions
+        self.register_buffer(
+            "U", torch.empty(self.d_out, k, **self.factory)
+        )  # (d_out, k) fixed output directions
         self.register_buffer("S", torch.empty(k, **self.factory))  # (k,) top singular values
-        self.register_buffer("Vh", torch.empty(k, self.d_in, **self.factory))  # (k, d_in) input directions to rotate
+        self.register_buffer(
+            "Vh", torch.empty(k, self.d_in, **self.factory)
+        )  # (k, d_in) input directions to rotate
         if constraint == "none":
             self.G_free = nn.Parameter(torch.empty(k, k, **self.factory))  # (k, k) any matrix
         else:
-            self.q = nn.Parameter(torch.empty(k * (k - 1) // 2, **self.factory))  # (k(k-1)/2,) entries of K
+            self.q = nn.Parameter(
+                torch.empty(k * (k - 1) // 2, **self.factory)
+            )  # (k(k-1)/2,) entries of K
         self.dSigma = nn.Parameter(torch.empty(k, **self.factory))  # (k,) ΔΣ_k
         self.reset_parameters()
 
@@ -68,6 +78,7 @@ class SSVD(Adapter):
         else:
             nn.init.zeros_(self.q)  # K = 0  ⇒  G_k = I
         nn.init.zeros_(self.dSigma)  # ΔΣ_k = 0: W' = W0
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -90,8 +101,10 @@ class SSVD(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base(x)
-        # Through the k singular coordinates: x ↦ U_k C (V_kᵀ x), never forming a d_out × d_in matrix.
+        # Through the k singular coordinates: x ↦ U_k C (V_kᵀ x), never forming a d_out × d_in
+        # matrix.
         return self.base(x) + ((x @ self.Vh.T) @ self.core().T) @ self.U.T  # (..., d_out)
+
     # --8<-- [end:update]
 
     def rotation(self) -> Tensor:
@@ -100,8 +113,18 @@ class SSVD(Adapter):
         return torch.eye(self.d_in, **self.factory) + self.Vh.T @ (self.G().T - eye_k) @ self.Vh
 
     def symbols(self) -> dict:
-        out = {**super().symbols(), "U": self.U, "S": self.S, "Vh": self.Vh, "ΔΣ": self.dSigma,
-               "dSigma": self.dSigma, "G": self.G(), "R": self.rotation(), "k": self.k, "constraint": self.constraint}
+        out = {
+            **super().symbols(),
+            "U": self.U,
+            "S": self.S,
+            "Vh": self.Vh,
+            "ΔΣ": self.dSigma,
+            "dSigma": self.dSigma,
+            "G": self.G(),
+            "R": self.rotation(),
+            "k": self.k,
+            "constraint": self.constraint,
+        }
         if self.constraint != "none":
             out.update(q=self.q, K=ops.skew(self.q, self.k))
         return out

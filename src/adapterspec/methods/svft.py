@@ -45,41 +45,63 @@ class SVFT(Adapter):
         if pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
         if pattern == "plain" and d != 0:
-            raise ValueError(f"pattern='plain' trains the diagonal of M only, so d must be 0, got d={d} "
-                             "(use pattern='banded' for off-diagonals)")
+            raise ValueError(
+                f"pattern='plain' trains the diagonal of M only, so d must be 0, got d={d} "
+                "(use pattern='banded' for off-diagonals)"
+            )
         if not 0 <= d < n:
-            raise ValueError(f"d must be between 0 and min(d_in, d_out) - 1 = {n - 1} (off-diagonals of an "
-                             f"{n}×{n} M), got {d}")
+            raise ValueError(
+                f"d must be between 0 and min(d_in, d_out) - 1 = {n - 1} (off-diagonals of an "
+                f"{n}×{n} M), got {d}"
+            )
         if pattern == "top_k" and self.d_in != self.d_out:
-            raise ValueError(f"pattern='top_k' scores u_iᵀ v_j, which needs d_in = d_out; got a {self.d_out}×"
-                             f"{self.d_in} layer (use 'banded' or 'random')")
+            raise ValueError(
+                f"pattern='top_k' scores u_iᵀ v_j, which needs d_in = d_out; got a {self.d_out}×"
+                f"{self.d_in} layer (use 'banded' or 'random')"
+            )
         self.pattern, self.d, self.seed, self.n = pattern, d, seed, n
         self.k = n * (2 * d + 1) - d * (d + 1)  # |Ω|, Table 7
-        self.register_buffer("U", torch.empty(self.d_out, n, **self.factory))  # (d_out, n) left singular vectors
-        self.register_buffer("S", torch.empty(n, **self.factory))  # (n,) singular values, descending
-        self.register_buffer("Vh", torch.empty(n, self.d_in, **self.factory))  # (n, d_in) right singular vectors
-        self.register_buffer("indices", torch.empty(2, self.k, dtype=torch.long, device=base.weight.device))  # Ω
-        self.m = nn.Parameter(torch.empty(self.k, **self.factory))  # (k,) the trainable entries of M
+        self.register_buffer(
+            "U", torch.empty(self.d_out, n, **self.factory)
+        )  # (d_out, n) left singular vectors
+        self.register_buffer(
+            "S", torch.empty(n, **self.factory)
+        )  # (n,) singular values, descending
+        self.register_buffer(
+            "Vh", torch.empty(n, self.d_in, **self.factory)
+        )  # (n, d_in) right singular vectors
+        self.register_buffer(
+            "indices", torch.empty(2, self.k, dtype=torch.long, device=base.weight.device)
+        )  # Ω
+        self.m = nn.Parameter(
+            torch.empty(self.k, **self.factory)
+        )  # (k,) the trainable entries of M
         self.reset_parameters()
 
     # --8<-- [start:init]
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        U, S, Vh = ops.svd(self.base.weight.double())  # canonical signs: any correct caller gets the same U, V
+        # canonical signs: any correct caller gets the same U, V
+        U, S, Vh = ops.svd(self.base.weight.double())
         self.U.copy_(U)
         self.S.copy_(S)
         self.Vh.copy_(Vh)
         n, i = self.n, torch.arange(self.n)
         if self.pattern in ("plain", "banded"):
-            flat = ((i[:, None] - i[None, :]).abs() <= self.d).flatten().nonzero().squeeze(1)  # |i - j| ≤ d
+            # |i - j| ≤ d
+            flat = ((i[:, None] - i[None, :]).abs() <= self.d).flatten().nonzero().squeeze(1)
         elif self.pattern == "random":
             g = torch.Generator().manual_seed(self.seed)
             flat = torch.randperm(n * n, generator=g)[: self.k]  # k distinct positions, uniform
-        else:  # top_k: the k pairs (u_i, v_j) most aligned, |u_iᵀ v_j| (signs of singular pairs are arbitrary)
+        # top_k: the k pairs (u_i, v_j) most aligned, |u_iᵀ v_j| (signs of singular pairs are
+        # arbitrary)
+        else:
             flat = torch.topk((U.T @ Vh.T).abs().flatten(), self.k).indices
         flat = flat.sort().values.to(self.indices.device)  # (k,) row-major
-        self.indices.copy_(torch.stack([flat // n, flat % n]))  # (2, k): (i, j) of each trainable m_ij
+        # (2, k): (i, j) of each trainable m_ij
+        self.indices.copy_(torch.stack([flat // n, flat % n]))
         nn.init.zeros_(self.m)  # M = 0: W' = W0
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
@@ -96,9 +118,22 @@ class SVFT(Adapter):
             return self.base(x)
         # Through the n-dimensional singular coordinates, never forming U M Vᵀ: x ↦ U M (Vᵀ x).
         return self.base(x) + ((x @ self.Vh.T) @ self.coefficients().T) @ self.U.T  # (..., d_out)
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "U": self.U, "S": self.S, "Vh": self.Vh, "m": self.m,
-                "rows": self.indices[0], "cols": self.indices[1], "M": self.coefficients(), "n": self.n,
-                "k": self.k, "d": self.d, "pattern": self.pattern, "seed": self.seed}
+        return {
+            **super().symbols(),
+            "U": self.U,
+            "S": self.S,
+            "Vh": self.Vh,
+            "m": self.m,
+            "rows": self.indices[0],
+            "cols": self.indices[1],
+            "M": self.coefficients(),
+            "n": self.n,
+            "k": self.k,
+            "d": self.d,
+            "pattern": self.pattern,
+            "seed": self.seed,
+        }

@@ -30,20 +30,30 @@ class TrainableTokens(Adapter):
     base_type = nn.Embedding
     shape_names = ("vocab_size", "d_model")
 
-    def __init__(self, base: nn.Embedding, token_indices: Sequence[int] = (0,), init_weights: bool = True) -> None:
+    def __init__(
+        self, base: nn.Embedding, token_indices: Sequence[int] = (0,), init_weights: bool = True
+    ) -> None:
         super().__init__(base)
         V = base.num_embeddings
         indices = [int(t) for t in token_indices]
         if not indices:
             raise ValueError("token_indices must name at least one token id (the rows to train)")
         if any(not 0 <= t < V for t in indices):
-            raise ValueError(f"token_indices must be token ids in 0 … {V - 1} (vocab_size={V}), got {indices}")
+            raise ValueError(
+                f"token_indices must be token ids in 0 … {V - 1} (vocab_size={V}), got {indices}"
+            )
         if len(set(indices)) != len(indices):
-            raise ValueError(f"token_indices must be distinct; {indices} repeats an id (two trained rows for one token "
-                             "would be ambiguous)")
+            raise ValueError(
+                f"token_indices must be distinct; {indices} repeats an id (two trained rows for one token "
+                "would be ambiguous)"
+            )
         self.token_indices, self.init_weights = tuple(indices), init_weights
-        self.register_buffer("t", torch.tensor(indices, dtype=torch.long, device=base.weight.device))  # (k,)
-        self.E = nn.Parameter(torch.empty(len(indices), base.embedding_dim, **self.factory))  # (k, d)
+        self.register_buffer(
+            "t", torch.tensor(indices, dtype=torch.long, device=base.weight.device)
+        )  # (k,)
+        self.E = nn.Parameter(
+            torch.empty(len(indices), base.embedding_dim, **self.factory)
+        )  # (k, d)
         self.reset_parameters()
 
     @property
@@ -55,16 +65,22 @@ class TrainableTokens(Adapter):
         return self.base.embedding_dim
 
     @classmethod
-    def example_base(cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> nn.Embedding:
+    def example_base(
+        cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> nn.Embedding:
         """An ``nn.Embedding(vocab_size=d_in, d_model=d_out)`` with ``N(0, 1)`` rows drawn from ``generator``."""
-        with torch.random.fork_rng(devices=[]):  # nn.Embedding's own init draws from the global generator
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # nn.Embedding's own init draws from the global generator
             base = nn.Embedding(d_in, d_out, dtype=dtype)
         with torch.no_grad():
             base.weight.copy_(torch.randn(d_in, d_out, generator=generator, dtype=dtype))
         return base
 
     @classmethod
-    def example_inputs(cls, base: nn.Embedding, n: int, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    def example_inputs(
+        cls, base: nn.Embedding, n: int, generator: torch.Generator, dtype: torch.dtype
+    ) -> Tensor:
         """``n`` sequences, each a random permutation of every token id, ``(n, V)``: every row is read."""
         V = base.num_embeddings
         return torch.stack([torch.randperm(V, generator=generator) for _ in range(n)])
@@ -76,16 +92,24 @@ class TrainableTokens(Adapter):
                 self.E.copy_(self.base.weight[self.t])
             else:
                 self.E.normal_()
+
     # --8<-- [end:init]
 
     # --8<-- [start:update]
     def adapted_weight(self, W0: Tensor) -> Tensor:
         return W0.index_copy(0, self.t, self.E.to(W0.dtype))  # (V, d): rows t_j replaced by E_j
+
     # --8<-- [end:update]
 
     def symbols(self) -> dict:
-        return {**super().symbols(), "E": self.E, "indices": self.t, "k": len(self.token_indices),
-                "vocab_size": self.d_in, "d_model": self.d_out}
+        return {
+            **super().symbols(),
+            "E": self.E,
+            "indices": self.t,
+            "k": len(self.token_indices),
+            "vocab_size": self.d_in,
+            "d_model": self.d_out,
+        }
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.d_in}, d_model={self.d_out}, token_indices={list(self.token_indices)}"
