@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", metavar="SLUG", help="only these methods (default: every method)")
     p.add_argument("--targets", nargs="+", metavar="NAME", help="only these target structures")
     p.add_argument("--budgets", nargs="+", type=float, metavar="FRACTION",
-                   help="only these budgets (both tiers), e.g. 0.02")
+                   help="only these budgets, e.g. 0.02 (each tier keeps the ones on its own grid)")
     p.add_argument("--tier", type=int, nargs="+", choices=(1, 2), help="only these tiers (default: both)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--out", default=None, help="results file (default docs/data/arena.json; arena-quick.json with "

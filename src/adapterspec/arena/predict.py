@@ -122,7 +122,8 @@ def predict(catalog, doc: dict) -> list[MethodPrediction]:
             expect, why, floor = None, "", None
             should = {x for th in themes for x in THEME_TARGETS.get(th, ())}
             if entry and entry.properties.orthogonal and "orthogonal" in themes:
-                declared = {ORTHOGONAL_SIDE[o.side] for o in entry.properties.orthogonal}
+                # a rotation inside a subspace (PSOFT) turns W0's top singular subspace
+                declared = {ORTHOGONAL_SIDE.get(o.side, "top-subspace") for o in entry.properties.orthogonal}
                 should = (should - set(ORTHOGONAL_SIDE.values())) | declared
             if t in should:
                 expect = "fit"

@@ -87,9 +87,11 @@ def plan(quick: bool = False, methods: list[str] | None = None, targets: list[st
             raise KeyError(f"no target {t!r}; targets: {', '.join(tier1.TARGETS)}")
     from dataclasses import replace
 
+    # --budgets: each tier keeps those of the given budgets that are on its own grid (or all of them, if none is)
+    b1 = tuple(b for b in budgets or () if b in base.budgets) or tuple(budgets or base.budgets)
+    b2 = tuple(b for b in budgets or () if b in base.t2_budgets) or tuple(budgets or base.t2_budgets)
     return replace(base, methods=tuple(methods or base.methods), targets=tuple(targets or base.targets),
-                   budgets=tuple(budgets or base.budgets), t2_methods=tuple(methods or base.t2_methods),
-                   t2_budgets=tuple(budgets or base.t2_budgets))
+                   budgets=b1, t2_methods=tuple(methods or base.t2_methods), t2_budgets=b2)
 
 
 @dataclass
