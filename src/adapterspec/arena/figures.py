@@ -36,7 +36,8 @@ def _label(err: float | None) -> str:
 
 def heatmap_svg(doc: dict) -> str:
     """One SVG: methods × targets, a panel per budget."""
-    rows = doc["summary"]
+    run = set(doc.get("settings", {}).get("budgets", ()))  # a fit shared with a budget the run did not ask for
+    rows = [r for r in doc["summary"] if not run or r["budget"] in run]  # (LoKr's 8 %) is not a panel of its own
     budgets = sorted({r["budget"] for r in rows})
     methods = sorted({r["method"] for r in rows})
     targets = [t for t in doc["targets"] if any(r["target"] == t for r in rows)]
