@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +148,50 @@ def test_every_method_has_a_capacity_that_names_a_hyperparameter():
         assert cap is None or cap in adapterspec.hyperparameters(slug), slug
 
 
+def test_every_method_that_wraps_a_linear_builds_at_every_budget():
+    """A method is left out of tier 1 only for its base type, never because no capacity value builds (SVFT's capacity
+    ``d`` once needed a non-default pattern; VB-LoRA's default sub-vector length does not divide the tiny model)."""
+    for slug in adapterspec.available():
+        if budget.applicable(slug) is None:
+            for b in settings.BUDGETS:
+                assert budget.choose(slug, b, settings.D_IN, settings.D_OUT) is not None, (slug, b)
+    base = tier2.source_model(40)  # the modules' shapes are what matter, not the training
+    for slug in adapterspec.available():
+        for f in settings.TIER2_BUDGETS:
+            assert tier2.choose(slug, f, base) is not None, (slug, f)
+
+
+def test_a_capacity_reaches_the_budget_when_the_method_can_grow():
+    """Where the count grows with the capacity (Poly's rank, VB-LoRA's bank), the 2% budget is met within 1.5×."""
+    goal = 0.02 * settings.D_IN * settings.D_OUT
+    for slug in ("lora", "poly", "vblora", "svft", "c3a", "oft"):
+        n = budget.choose(slug, 0.02, settings.D_IN, settings.D_OUT).params
+        assert goal / 1.5 <= n <= 1.5 * goal, (slug, n, goal)
+
+
+def test_merge_replaces_rerun_cells_and_forgets_fixed_skips():
+    def rec(method, target, err, tier=1):
+        return {"tier": tier, "method": method, "target": target, "budget": 0.02, "budget_params": 100, "params": 100,
+                "hyper": {}, "seed": 0, "lr": 0.01, "val_error": err, "test_error": err, "selected": True}
+
+    settings_ = {"methods": ["lora", "svft"], "targets": ["dense"], "budgets": [0.02], "quick": False, "tiers": [1],
+                 "t2_methods": []}
+    old = {"format": runner.FORMAT, "settings": settings_, "provenance": {"commit": "a"},
+           "records": [rec("lora", "dense", 0.5), rec("lora", "sparse", 0.7)], "skipped": {"svft": "refused"},
+           "targets": {}, "target_facts": {}}
+    new = {"format": runner.FORMAT, "settings": {**settings_, "methods": ["lora", "svft"]},
+           "provenance": {"commit": "b"}, "records": [rec("lora", "dense", 0.4), rec("svft", "dense", 0.3)],
+           "skipped": {}, "targets": {}, "target_facts": {}}
+    out = runner.merge(old, new)
+    errors = {(r["method"], r["target"]): r["test_error"] for r in out["records"]}
+    assert errors == {("lora", "dense"): 0.4, ("lora", "sparse"): 0.7, ("svft", "dense"): 0.3}
+    assert out["skipped"] == {}  # svft ran this time
+    assert out["provenance"]["commit"] == "b" and out["provenance"]["merged_with"]["commit"] == "a"
+    lora_only = {**new, "settings": {**settings_, "methods": ["lora"]}, "records": [rec("lora", "dense", 0.4)]}
+    kept = runner.merge(old, lora_only)
+    assert kept["skipped"] == {"svft": "refused"}  # not rerun: its reason stays
+
+
 def test_methods_that_do_not_wrap_a_linear_are_not_applicable():
     assert budget.applicable("lora") is None
     assert "LayerNorm" in budget.applicable("ln-tuning")
@@ -161,6 +204,9 @@ def test_committed_results_cover_every_method_in_the_catalog(committed, catalog)
     missing = sorted(in_catalog - ran)
     assert not missing, (f"{pages.RESULTS} has no results for {', '.join(missing)}: run "
                          f"`adapterspec arena --methods {' '.join(missing)} --merge` and commit the file")
+    refused = {m: why for m, why in committed["skipped"].items() if not why.startswith("not applicable")}
+    refused |= committed.get("tier2", {}).get("skipped", {})
+    assert not refused, f"{pages.RESULTS} left out methods that can run: {refused}"
 
 
 def test_committed_heatmap_is_generated_from_the_committed_results(committed):

@@ -1,7 +1,8 @@
 """Run the arena: plan the cells, fit them in a local process pool, write one record per fit plus provenance.
 
 A *cell* is one (method, target, budget). Its fits run in one worker: the learning rate is chosen on seed 0 from
-`settings.LR_GRID` by the validation error, then the other seeds run at that learning rate; every fit is a record.
+`settings.LR_GRID` by the validation error (`search_lr`: the middle rates first, then outwards while the best is at
+the end of what was tried), then the other seeds run at that learning rate; every fit is a record.
 Cells are independent, so they go to a ``concurrent.futures`` pool (one torch thread per worker) and finish in any
 order; each fit is seeded by its own (seed, target), so the results do not depend on the order or the pool size.
 """
@@ -132,27 +133,52 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def search_lr(grid: tuple[float, ...], fit: Callable[[float], dict], score: Callable[[dict], float | None],
+              start: int = 3) -> list[dict]:
+    """Fit at the ``start`` middle rates of ``grid`` (sorted ascending), then keep trying the next rate outwards
+    while the best score (lowest; None: diverged) is at an end of the rates tried and the grid goes on that way.
+
+    The same rule for every method: a method that wants a rate the middle of the grid does not have gets it (up to
+    the grid's ends), and one whose best is inside pays nothing more. Returns the fits in the order they ran, each
+    with its ``"lr"``; the caller marks the best.
+    """
+    lo = max(0, (len(grid) - start) // 2)
+    hi = min(len(grid), lo + start) - 1
+    fits = {i: {**fit(grid[i]), "lr": grid[i]} for i in range(lo, hi + 1)}
+    order = list(fits)
+    while True:
+        scored = {i: score(f) for i, f in fits.items() if score(f) is not None}
+        best = min(scored, key=lambda i: (scored[i], i)) if scored else lo  # all diverged: try smaller rates
+        if best == lo and lo > 0:
+            lo -= 1
+            fits[lo] = {**fit(grid[lo]), "lr": grid[lo]}
+            order.append(lo)
+        elif best == hi and hi < len(grid) - 1:
+            hi += 1
+            fits[hi] = {**fit(grid[hi]), "lr": grid[hi]}
+            order.append(hi)
+        else:
+            return [fits[i] for i in order]
+
+
 def run_cell(p: Plan, method: str, target: str, budget_: float, hyper: dict) -> list[dict]:
     """Every fit of one cell: the learning-rate search on seed 0, then the other seeds at the chosen rate."""
     torch.set_num_threads(1)
     common = {"tier": 1, "method": method, "target": target, "budget": budget_,
               "budget_params": round(budget_ * p.d_in * p.d_out), "hyper": hyper}
-    records = []
     first, *rest = p.seeds
-    for lr in p.lr_grid:
-        r = tier1.fit(method, hyper, target, first, lr, p.steps, p.d_in, p.d_out, p.batch)
-        records.append({**common, "seed": first, "lr": lr, **r, "selected": False})
+    tried = search_lr(p.lr_grid, lambda lr: tier1.fit(method, hyper, target, first, lr, p.steps, p.d_in, p.d_out,
+                                                      p.batch), lambda r: r["val_error"])
+    records = [{**common, "seed": first, **r, "selected": False} for r in tried]
     scored = [rec for rec in records if rec["val_error"] is not None]
-    if not scored:  # every learning rate diverged: report seed-0 failure at the smallest rate
-        records[0]["selected"] = True
-        best_lr = p.lr_grid[0]
+    if not scored:  # every learning rate diverged: report seed-0 failure at the smallest rate tried
+        best = min(records, key=lambda rec: rec["lr"])
     else:
-        best = min(scored, key=lambda rec: rec["val_error"])
-        best["selected"] = True
-        best_lr = best["lr"]
+        best = min(scored, key=lambda rec: (rec["val_error"], rec["lr"]))
+    best["selected"] = True
     for seed in rest:
-        r = tier1.fit(method, hyper, target, seed, best_lr, p.steps, p.d_in, p.d_out, p.batch)
-        records.append({**common, "seed": seed, "lr": best_lr, **r, "selected": True})
+        r = tier1.fit(method, hyper, target, seed, best["lr"], p.steps, p.d_in, p.d_out, p.batch)
+        records.append({**common, "seed": seed, "lr": best["lr"], **r, "selected": True})
     for rec in records:
         rec["seconds"] = round(rec["seconds"], 3)
         rec["cpu_seconds"] = round(rec["cpu_seconds"], 3)
@@ -163,13 +189,13 @@ def run_cell(p: Plan, method: str, target: str, budget_: float, hyper: dict) -> 
 
 
 def run_cell2(p: Plan, method: str, budget_: float, hyper: dict) -> list[dict]:
-    """Tier 2: the learning-rate search on seed 0 (validation accuracy in distribution), then the other seeds."""
+    """Tier 2: the learning-rate search (`search_lr`) on seed 0's in-distribution validation accuracy, then the
+    other seeds at the chosen rate."""
     from adapterspec.arena import tier2
 
     torch.set_num_threads(1)
     ref = tier2.reference(p.t2_pretrain)
     common = {"tier": 2, "method": method, "task": "min", "budget": budget_, "hyper": hyper}
-    records = []
     first, *rest = p.seeds
 
     def one(seed: int, lr: float, selected: bool) -> dict:
@@ -179,10 +205,10 @@ def run_cell2(p: Plan, method: str, budget_: float, hyper: dict) -> list[dict]:
         return {**common, "seed": seed, "lr": lr, **r, "seconds": round(r["seconds"], 3),
                 "cpu_seconds": round(r["cpu_seconds"], 3), "selected": selected}
 
-    for lr in p.t2_lr_grid:
-        records.append(one(first, lr, False))
+    records = search_lr(p.t2_lr_grid, lambda lr: one(first, lr, False),
+                        lambda r: None if r["diverged"] else -r["val_id"])
     scored = [r for r in records if not r["diverged"]]
-    best = max(scored, key=lambda r: r["val_id"]) if scored else records[0]
+    best = max(scored, key=lambda r: (r["val_id"], -r["lr"])) if scored else min(records, key=lambda r: r["lr"])
     best["selected"] = True
     records += [one(seed, best["lr"], True) for seed in rest]
     return records
@@ -246,30 +272,36 @@ def summarise2(records: list[dict]) -> list[dict]:
 
 
 def estimate_full_seconds(records: list[dict], cores: int = 2) -> float | None:
-    """The full grid's wall time on ``cores`` cores, extrapolated from this run's fits: per method, its mean time
-    per fit (the mean over methods for one this run did not fit) times its number of fits in the full grid (budgets
-    that pick the same configuration are fitted once). Counts only the cells' own fits, not a shared machine."""
+    """The full grid's wall time on ``cores`` cores, extrapolated from this run's cells: per method, its mean CPU
+    time per cell (the learning-rate search and the seeds; the mean over methods for one this run did not fit) times
+    its number of cells in the full grid (budgets that pick the same configuration are fitted once). Counts only the
+    cells' own fits, not a shared machine."""
     from adapterspec.registry import available
 
-    per: dict[str, list[float]] = {}
+    cells: dict[tuple, float] = {}
     for r in records:
-        if r.get("tier") == 1 and "shared_with" not in r:
+        if "shared_with" not in r:
+            key = (r.get("tier"), r["method"], r.get("target", r.get("task")), r["budget"])
             secs = r.get("cpu_seconds", r["seconds"])  # CPU time where recorded: wall time counts the neighbours
-            per.setdefault(r["method"], []).append(secs * settings.STEPS / r.get("steps", settings.STEPS))
-    t2 = [r.get("cpu_seconds", r["seconds"]) for r in records if r.get("tier") == 2 and "shared_with" not in r]
+            if r.get("tier") == 1:
+                secs *= settings.STEPS / r.get("steps", settings.STEPS)
+            cells[key] = cells.get(key, 0.0) + secs
+    per: dict[str, list[float]] = {}
+    for (tier, method, _, _), secs in cells.items():
+        if tier == 1:
+            per.setdefault(method, []).append(secs)
+    t2 = [secs for key, secs in cells.items() if key[0] == 2]
     if not per:
         return None
     means = {m: statistics.fmean(v) for m, v in per.items()}
     fallback = statistics.fmean(means.values())
-    per_cell = len(settings.LR_GRID) + len(settings.SEEDS) - 1
     tier1_s = 0.0
     for m in available():
         if budget.applicable(m) is None:
             configs = {c.hyper for c in (budget.choose(m, b, settings.D_IN, settings.D_OUT) for b in settings.BUDGETS)
                        if c is not None}
-            tier1_s += means.get(m, fallback) * len(configs) * len(tier1.TARGETS) * per_cell
-    fits2 = len(available()) * len(settings.TIER2_BUDGETS) * (len(settings.TIER2_LR_GRID) + len(settings.SEEDS) - 1)
-    tier2_s = statistics.fmean(t2) * fits2 if t2 else 0.0
+            tier1_s += means.get(m, fallback) * len(configs) * len(tier1.TARGETS)
+    tier2_s = statistics.fmean(t2) * len(available()) * len(settings.TIER2_BUDGETS) if t2 else 0.0
     return (tier1_s + tier2_s) / cores
 
 
@@ -315,8 +347,8 @@ def run(p: Plan, jobs: int = 1, progress: Callable[[str], None] = print, checkpo
         progress(f"arena: {m}: {why}")
     for m, why in skipped2.items():
         progress(f"arena: tier 2: {m}: {why}")
-    progress(f"arena: tier 1: {len(cells)} cells × {len(p.lr_grid) + len(p.seeds) - 1} fits; tier 2: {len(cells2)} "
-             f"cells × {len(p.t2_lr_grid) + len(p.seeds) - 1} fits; {jobs} worker(s)")
+    progress(f"arena: tier 1: {len(cells)} cells, tier 2: {len(cells2)} cells (each: 3 or more learning rates on seed "
+             f"{p.seeds[0]}, then {len(p.seeds) - 1} more seeds); {jobs} worker(s)")
     records: list[dict] = []
     done = 0
 
@@ -415,12 +447,16 @@ def merge(old: dict, new: dict) -> dict:
     out = dict(new)
     out["records"] = records
     out["summary"] = summarise(records)
+    # a method this run tried is skipped only if this run skipped it (a fixed method leaves the list)
+    tried1 = set(new["settings"]["methods"]) if 1 in new["settings"].get("tiers", (1,)) else set()
+    tried2 = set(new["settings"].get("t2_methods", ())) if 2 in new["settings"].get("tiers", (2,)) else set()
     if "tier2" in old or "tier2" in new:
         t2 = {**old.get("tier2", {}), **new.get("tier2", {})}
-        t2["skipped"] = {**old.get("tier2", {}).get("skipped", {}), **new.get("tier2", {}).get("skipped", {})}
+        old2 = {m: why for m, why in old.get("tier2", {}).get("skipped", {}).items() if m not in tried2}
+        t2["skipped"] = {**old2, **new.get("tier2", {}).get("skipped", {})}
         t2["summary"] = summarise2(records)
         out["tier2"] = t2
-    out["skipped"] = {**old.get("skipped", {}), **new["skipped"]}
+    out["skipped"] = {**{m: why for m, why in old.get("skipped", {}).items() if m not in tried1}, **new["skipped"]}
     out["targets"] = {**old.get("targets", {}), **new["targets"]}
     out["target_facts"] = {**old.get("target_facts", {}), **new["target_facts"]}
     s = dict(new["settings"])

@@ -9,7 +9,9 @@ D_IN, D_OUT = 512, 256  # the layer (non-square; 256 and 512 so that every metho
 BUDGETS = (0.005, 0.02, 0.08)  # trainable parameters as a fraction of the layer's d_in * d_out
 STEPS = 100  # Adam steps per fit (cosine-decayed learning rate), the same for every method
 BATCH = 128  # inputs per step, sampled from a pool of 8,192 training inputs
-LR_GRID = (2e-3, 1e-2, 5e-2)  # Adam learning rates tried per (method, target, budget) on seed 0
+# Adam learning rates per (method, target, budget) on seed 0: the middle three first, then outwards while the best is
+# at an end of the rates tried (`runner.search_lr`)
+LR_GRID = (8e-5, 4e-4, 2e-3, 1e-2, 5e-2, 2.5e-1, 1.25)
 SEEDS = (0, 1, 2)  # seed 0 chooses the learning rate (validation batch); all three are reported (test batch)
 EVAL_SAMPLES = 2048  # size of the validation batch and of the (separate) test batch
 RELATIVE_SIZE = 0.25  # every target changes the layer's output by this fraction: ‖(W* − W0)x‖ = 0.25 ‖W0 x‖
@@ -19,7 +21,7 @@ FIT, FAIL = 0.2, 0.8  # relative error at or below FIT: the method fits the targ
 # -- tier 2: a small pretrained transformer adapted to a shifted task (tasks in `adapterspec.arena.tier2`) ---------
 TIER2_BUDGETS = (0.01, 0.04)  # trainable parameters as a fraction of the whole model's (about 71,000)
 TIER2_STEPS = 100  # Adam steps of 64 sequences per fit
-TIER2_LR_GRID = (1e-3, 5e-3, 2.5e-2)
+TIER2_LR_GRID = (4e-5, 2e-4, 1e-3, 5e-3, 2.5e-2, 1.25e-1, 6.25e-1)  # searched as LR_GRID
 TIER2_PRETRAIN_STEPS = 1500  # the source model, trained once per run
 
 # -- --quick: a smoke run of the same code (used by the test suite) -------------------------------------------------

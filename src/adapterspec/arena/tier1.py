@@ -134,9 +134,20 @@ def _data(d_in: int, d_out: int, seed: int) -> dict[str, Tensor]:
     return {"train": draw(TRAIN_POOL), "val": draw(settings.EVAL_SAMPLES), "test": draw(settings.EVAL_SAMPLES)}
 
 
-@lru_cache(maxsize=4)
-def _target32(name: str, d_in: int, d_out: int, seed: int) -> Tensor:
-    return target_weight(name, d_in, d_out, seed).float()
+@lru_cache(maxsize=8)
+def _problem(name: str, d_in: int, d_out: int, seed: int) -> dict[str, Tensor]:
+    """What every fit of one (target, seed) shares, computed once per worker: the pool's targets ``Y`` and residual
+    norms ``‖(W* − W0)x‖²``, and the validation and test batches with their targets and error denominators."""
+    W0 = layer(d_in, d_out)[0].float()
+    W_star = target_weight(name, d_in, d_out, seed).float()
+    data = _data(d_in, d_out, seed)
+    out = {"W_star": W_star, "W0": W0, "X": data["train"], "Y": data["train"] @ W_star.T,
+           "R2": (data["train"] @ (W_star - W0).T).pow(2).sum(1)}  # (pool,)
+    for split in ("val", "test"):
+        X = data[split]
+        Y = X @ W_star.T
+        out[split] = (X, Y, torch.linalg.matrix_norm(Y - X @ W0.T))
+    return out
 
 
 def apply(module: torch.nn.Module, x: Tensor) -> Tensor:
@@ -150,12 +161,13 @@ def apply(module: torch.nn.Module, x: Tensor) -> Tensor:
     return module(x)
 
 
-def relative_error(module: torch.nn.Module, X: Tensor, W_star: Tensor, W0: Tensor) -> float:
+def relative_error(module: torch.nn.Module, X: Tensor, W_star: Tensor, W0: Tensor,
+                   known: tuple[Tensor, Tensor] | None = None) -> float:
     """‖f(X) − X W*ᵀ‖ / ‖X (W* − W0)ᵀ‖ over the batch ``X`` ``(n, d_in)``; for a weight-space method
-    ``f(X) = X W'ᵀ``, so this is ‖(W' − W*) x‖ / ‖(W* − W0) x‖."""
+    ``f(X) = X W'ᵀ``, so this is ‖(W' − W*) x‖ / ‖(W* − W0) x‖. ``known``: ``(X W*ᵀ, the denominator)``,
+    when already computed."""
     with torch.no_grad():
-        Y = X @ W_star.T
-        den = torch.linalg.matrix_norm(Y - X @ W0.T)
+        Y, den = known if known is not None else (X @ W_star.T, torch.linalg.matrix_norm(X @ (W_star - W0).T))
         out = apply(module, X)
         return float(torch.linalg.matrix_norm(out - Y) / den)
 
@@ -169,10 +181,8 @@ def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d
 
     batch = batch or settings.BATCH
     start, cpu = time.perf_counter(), time.process_time()  # CPU time: the fit's own cost on a shared machine
-    W0_64, _ = layer(d_in, d_out)
-    W0 = W0_64.float()
-    W_star = _target32(target, d_in, d_out, seed)
-    data = _data(d_in, d_out, seed)
+    problem = _problem(target, d_in, d_out, seed)
+    W0, W_star = problem["W0"], problem["W_star"]
     base = torch.nn.Linear(d_in, d_out, bias=False)
     with torch.no_grad():
         base.weight.copy_(W0)
@@ -183,16 +193,14 @@ def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d
     count = module.num_trainable()
     opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(104729 * (seed + 1))
-    X_pool = data["train"]
-    Y_pool = X_pool @ W_star.T
-    R_pool = Y_pool - X_pool @ W0.T
+    X_pool, Y_pool, R2_pool = problem["X"], problem["Y"], problem["R2"]
     finite = True
     for t in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
         idx = torch.randint(0, X_pool.shape[0], (batch,), generator=g)
         x, y = X_pool[idx], Y_pool[idx]
-        loss = (apply(module, x) - y).pow(2).sum() / R_pool[idx].pow(2).sum()
+        loss = (apply(module, x) - y).pow(2).sum() / R2_pool[idx].sum()
         if not torch.isfinite(loss):
             finite = False
             break
@@ -201,8 +209,8 @@ def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d
         opt.step()
     val = test = None
     if finite:
-        val = relative_error(module, data["val"], W_star, W0)
-        test = relative_error(module, data["test"], W_star, W0)
+        val = relative_error(module, problem["val"][0], W_star, W0, problem["val"][1:])
+        test = relative_error(module, problem["test"][0], W_star, W0, problem["test"][1:])
         if not math.isfinite(val) or not math.isfinite(test):
             val = test = None
     return {"params": count, "val_error": val, "test_error": test, "seconds": time.perf_counter() - start,

@@ -39,6 +39,8 @@ class Poly(Adapter):
             example.
     """
 
+    capacity = "r"
+
     def __init__(
         self,
         base: nn.Linear,

@@ -23,7 +23,8 @@ class SVFT(Adapter):
     m_{ij}\, u_i v_j^\top$. They start at zero, so $W' = W_0$ at init. The patterns of Section 3.1:
 
     * ``plain`` ($\text{SVFT}^P$): the diagonal, $|\Omega| = n$; only the singular values move.
-    * ``banded`` ($\text{SVFT}^B_d$): $|i - j| \le d$, $|\Omega| = n(2d + 1) - d(d + 1)$ (Table 7).
+    * ``banded`` ($\text{SVFT}^B_d$): $|i - j| \le d$, $|\Omega| = n(2d + 1) - d(d + 1)$ (Table 7). The default:
+      with ``d = 0`` it is the diagonal, ``plain``, and ``d`` alone then sets the size.
     * ``random`` ($\text{SVFT}^R_d$): as many positions as ``banded``, drawn uniformly without replacement from
       ``seed``.
     * ``top_k`` ($\text{SVFT}^T_d$): as many positions as ``banded``, those of largest alignment $|u_i^\top v_j|$;
@@ -39,7 +40,7 @@ class SVFT(Adapter):
 
     capacity = "d"
 
-    def __init__(self, base: nn.Linear, pattern: str = "plain", d: int = 0, seed: int = 0) -> None:
+    def __init__(self, base: nn.Linear, pattern: str = "banded", d: int = 0, seed: int = 0) -> None:
         super().__init__(base)
         n = min(self.d_in, self.d_out)
         if pattern not in PATTERNS:

@@ -2,6 +2,8 @@ r"""VB-LoRA — Extreme Parameter Efficient Fine-Tuning with Vector Banks (Li et
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -33,17 +35,22 @@ class VBLoRA(Adapter):
         base: the frozen layer.
         r: rank of the update $BA$.
         h: number of vectors in the bank (peft's ``num_vectors``).
-        b: sub-vector length (peft's ``vector_length``); must divide ``d_in`` and ``d_out``.
+        b: sub-vector length (peft's ``vector_length``); must divide ``d_in`` and ``d_out``. By default 256 (the
+            paper's and peft's value), or, on a layer 256 does not divide, the largest common divisor of ``d_in`` and
+            ``d_out`` below 256 (peft refuses such a layer and asks for a ``vector_length`` that divides it).
         k: number of bank vectors mixed into each sub-vector (peft's ``topk``).
         init_bank_bound: the bank is drawn from $U(-\text{bound}, \text{bound})$.
         init_logits_std: the logits are drawn from $N(0, \text{std}^2)$.
     """
 
-    capacity = "r"
+    capacity = "h"  # the bank dominates one layer's count (h·b against h·r·(d_in + d_out)/b of logits)
 
-    def __init__(self, base: nn.Linear, r: int = 4, h: int = 256, b: int = 256, k: int = 2,
+    def __init__(self, base: nn.Linear, r: int = 4, h: int = 256, b: int | None = None, k: int = 2,
                  init_bank_bound: float = 0.02, init_logits_std: float = 0.1) -> None:
         super().__init__(base)
+        if b is None:  # 256, else the largest common divisor of d_in and d_out below it
+            g = math.gcd(self.d_in, self.d_out)
+            b = max(v for v in range(1, min(g, 256) + 1) if g % v == 0)
         if r < 1:
             raise ValueError(f"r must be a positive integer, got {r}")
         if b < 1 or self.d_in % b or self.d_out % b:
