@@ -168,17 +168,34 @@ def test_yml_extension_is_reported(tmp_path: Path):
     assert any(e.file.endswith("vera.yml") and "vera.yaml" in e.message for e in info.value.errors)
 
 
-def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path):
-    """PiSSA's A comes from the SVD of the layer's own weight, so claiming one copy serves every layer is caught."""
+def _small_catalog(tmp_path: Path) -> Path:
+    """A copy of the entries the tests below edit (and those they relate to)."""
     root = tmp_path / "entries"
     root.mkdir()
     for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
                  "psoft.yaml"):
         shutil.copy(ENTRIES / name, root)
-    text = (root / "pissa.yaml").read_text(encoding="utf-8")
-    (root / "pissa.yaml").write_text(text.replace("properties:\n", "properties:\n  shared_across_layers: [A]\n", 1),
-                                     encoding="utf-8")
-    result = verify_entry(load_catalog(root).entries["pissa"])
+    return root
+
+
+def _edit(root: Path, slug: str, old: str, new: str) -> None:
+    """Replace the first ``old`` in ``root/slug.yaml`` by ``new`` (``old`` must be there: a stale case fails)."""
+    path = root / f"{slug}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} is no longer in {slug}.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _verify_edited(tmp_path: Path, slug: str, old: str, new: str):
+    """Verify entry ``slug`` with its first ``old`` replaced by ``new``."""
+    root = _small_catalog(tmp_path)
+    _edit(root, slug, old, new)
+    return verify_entry(load_catalog(root).entries[slug])
+
+
+def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path):
+    """PiSSA's A comes from the SVD of the layer's own weight, so claiming one copy serves every layer is caught."""
+    result = _verify_edited(tmp_path, "pissa", "properties:\n", "properties:\n  shared_across_layers: [A]\n")
     message = "\n".join(str(e) for e in result.errors())
     assert "shared across layers: A" in message and "independent of the layer's weights: False" in message
 
@@ -191,15 +208,7 @@ def test_a_tensor_built_from_the_layer_cannot_be_declared_shared(tmp_path: Path)
 def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
     """A rotation declared on the wrong side, an invariant the side does not imply, a matrix that is not orthogonal:
     each is caught on OFT's non-square layers."""
-    root = tmp_path / "entries"
-    root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
-                 "psoft.yaml"):
-        shutil.copy(ENTRIES / name, root)
-    text = (root / "oft.yaml").read_text(encoding="utf-8")
-    assert old in text
-    (root / "oft.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
-    result = verify_entry(load_catalog(root).entries["oft"])
+    result = _verify_edited(tmp_path, "oft", old, new)
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "oft.yaml" in message, message
 
@@ -214,11 +223,7 @@ def test_orthogonality_claims_are_checked(tmp_path: Path, old, new, expect):
 def test_conditional_claims_are_checked(tmp_path: Path, when, expect):
     """``properties.when`` replaces claims for the variants where its condition holds, and they are checked there:
     OFT with a second variant (r = 2) and a false claim made for it alone."""
-    root = tmp_path / "entries"
-    root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
-                 "psoft.yaml"):
-        shutil.copy(ENTRIES / name, root)
+    root = _small_catalog(tmp_path)
     text = (root / "oft.yaml").read_text(encoding="utf-8")
     text = text.replace("    r: 4\n", "    r: 4\n  variants:\n  - r: 2\n", 1)
     text = text.replace("  orthogonal:\n", "  when:\n" + when + "  orthogonal:\n", 1)
@@ -230,18 +235,6 @@ def test_conditional_claims_are_checked(tmp_path: Path, when, expect):
     good = text.replace(when, "  - condition: r == 2\n    orthogonal: []\n", 1)
     (root / "oft.yaml").write_text(good, encoding="utf-8")
     assert verify_entry(load_catalog(root).entries["oft"]).ok
-
-
-def _verify_edited(tmp_path: Path, slug: str, old: str, new: str):
-    root = tmp_path / "entries"
-    root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "ia3.yaml", "oftv2.yaml",
-                 "psoft.yaml"):
-        shutil.copy(ENTRIES / name, root)
-    text = (root / f"{slug}.yaml").read_text(encoding="utf-8")
-    assert old in text
-    (root / f"{slug}.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
-    return verify_entry(load_catalog(root).entries[slug])
 
 
 @pytest.mark.parametrize("slug, old, new, expect", [
@@ -271,12 +264,8 @@ def test_true_subspace_claim_passes(tmp_path: Path):
 
 
 def test_subspace_side_needs_a_dimension(tmp_path: Path):
-    root = tmp_path / "entries"
-    root.mkdir()
-    for name in ("themes.yaml", "lora.yaml", "dora.yaml", "pissa.yaml", "oft.yaml", "oftv2.yaml", "psoft.yaml"):
-        shutil.copy(ENTRIES / name, root)
-    text = (root / "psoft.yaml").read_text(encoding="utf-8")
-    (root / "psoft.yaml").write_text(text.replace("    dim: r\n", "", 1), encoding="utf-8")
+    root = _small_catalog(tmp_path)
+    _edit(root, "psoft", "    dim: r\n", "")
     with pytest.raises(CatalogError, match="exactly when side is 'subspace'"):
         load_catalog(root)
 
@@ -294,9 +283,7 @@ def test_training_procedure_claims_are_checked(tmp_path: Path, old, new, expect)
     fails, naming the function and the pseudocode field."""
     root = tmp_path / "entries"
     shutil.copytree(ENTRIES, root)
-    text = (root / "adalora.yaml").read_text(encoding="utf-8")
-    assert old in text
-    (root / "adalora.yaml").write_text(text.replace(old, new, 1), encoding="utf-8")
+    _edit(root, "adalora", old, new)
     result = verify_entry(load_catalog(root).entries["adalora"])
     message = "\n".join(str(e) for e in result.errors())
     assert not result.ok and expect in message and "adalora.yaml" in message, message

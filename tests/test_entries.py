@@ -27,7 +27,7 @@ def test_quotes_checked_against_paper_text(slug, catalog, papers):
     entry = item.entry
     # a quote may go unchecked only when its paper has no saved text recorded (then the page says so)
     without_text = [ev for ev in entry.evidence if item.papers[ev.paper].text is None]
-    assert result.quotes == ("partly unchecked" if without_text else "checked")
+    assert result.quotes == ("none" if not entry.evidence else "partly unchecked" if without_text else "checked")
     assert len(quote_checks) == len(entry.evidence) - len(without_text)
     assert all(c.ok for c in quote_checks)
     if not entry.evidence:  # only acceptable when no cited paper's text (of the cited version) can be checked against

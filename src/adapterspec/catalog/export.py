@@ -29,7 +29,7 @@ class Verification(BaseModel):
     ok: bool
     checks: int = Field(description="checks run, all passed when ok")
     max_error: float = Field(description="largest |pseudocode − module| over the pseudocode comparisons, float64")
-    quotes: str = Field(description='"checked", "unchecked" (paper texts unavailable) or "partly unchecked"')
+    quotes: str = Field(description='"checked", "unchecked" (paper texts unavailable), "partly unchecked" or "none" (no evidence quoted)')
     trainable_parameters: dict[str, int] = Field(description="measured count per verified layer shape")
     rank: dict[str, int] = Field(default_factory=dict, description="measured rank(ΔW) per layer shape")
 

@@ -78,7 +78,7 @@ class Result:
     file: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
-    quotes: str = "unchecked"  # "checked" | "unchecked" (paper texts not available)
+    quotes: str = "unchecked"  # "checked" | "unchecked" (paper texts not available) | "partly unchecked" | "none"
     observed: dict[str, Any] = field(default_factory=dict)  # figures shown on the page (ranks, counts)
 
     @property
@@ -100,7 +100,7 @@ class Result:
     def summary(self) -> str:
         status = "ok  " if self.ok else "FAIL"
         return (f"{status} {self.slug:<12} {len(self.checks):>3} checks  max|err| {self.max_error:.1e}  "
-                f"quotes {self.quotes}  {self.seconds * 1000:6.0f} ms")
+                f"{'no quotes' if self.quotes == 'none' else 'quotes ' + self.quotes}  {self.seconds * 1000:6.0f} ms")
 
     def to_json(self) -> dict[str, Any]:
         return {"slug": self.slug, "file": self.file, "seconds": self.seconds, "quotes": self.quotes,
@@ -805,6 +805,9 @@ def _run_snippets(item: LoadedEntry, snippet: Snippet, cases: list[Case]) -> Non
 
 def _quote_checks(item: LoadedEntry, papers: PaperTexts | None, res: Result) -> Iterable[Check]:
     """Each quote, looked up in the saved text of its paper, when that text is the one the bibliography records."""
+    if not item.entry.evidence:
+        res.quotes = "none"  # nothing quoted: not "checked"
+        return
     if papers is None or not papers.available:
         res.quotes = "unchecked"
         return

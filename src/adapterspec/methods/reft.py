@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from adapterspec.adapter import Adapter
-from adapterspec.tiny import TinyTransformer, example_model, model_symbols
+from adapterspec.tiny import ModelAdapter, TinyTransformer, model_symbols
 
 
-class ReFT(Adapter):
+class ReFT(ModelAdapter):
     r"""Edit the hidden states of a frozen transformer at one layer, at the first ``p`` and last ``s`` positions.
 
     $$\Phi_{\text{LoReFT}}(h) = h + R^\top (W h + b - R h),\qquad R \in \mathbb{R}^{r\times d},\ R R^\top = I_r$$
@@ -40,10 +39,10 @@ class ReFT(Adapter):
             of the official code's random init (random orthonormal ``R``; ``W``, ``b`` as ``nn.Linear``).
     """
 
-    mergeable = False
-    base_type = TinyTransformer
-    shape_names = ("d_model", "n_heads")
     capacity = "r"
+    # examples: 2 layers and a vocabulary of 11 (logits and hidden states differ in size), sequences of 9 tokens
+    EXAMPLE: dict = {"vocab_size": 11, "n_layers": 2, "max_len": 16}
+    T_EXAMPLE = 9
 
     def __init__(
         self,
@@ -86,29 +85,6 @@ class ReFT(Adapter):
         )  # (k, r, d), W_1 for DiReFT
         self.b = nn.Parameter(torch.empty(self.k, r, **self.factory))  # (k, r)
         self.reset_parameters()
-
-    @property
-    def d_in(self) -> int:
-        return self.base.config.d_model
-
-    @property
-    def d_out(self) -> int:
-        return self.base.config.n_heads
-
-    @classmethod
-    def example_base(
-        cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype
-    ) -> TinyTransformer:
-        """A pretrained-looking tiny transformer of width ``d_model = d_in`` with ``n_heads = d_out`` heads (2 layers,
-        a vocabulary of 11, so that logits and hidden states differ in size)."""
-        return example_model(d_in, d_out, generator, dtype, vocab_size=11, n_layers=2, max_len=16)
-
-    @classmethod
-    def example_inputs(
-        cls, base: TinyTransformer, n: int, generator: torch.Generator, dtype: torch.dtype
-    ) -> Tensor:
-        """``n`` sequences of 9 token ids, ``(n, 9)``."""
-        return torch.randint(base.config.vocab_size, (n, 9), generator=generator)
 
     # --8<-- [start:init]
     def reset_parameters(self) -> None:

@@ -9,11 +9,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from adapterspec.adapter import Adapter
-from adapterspec.tiny import TinyTransformer, example_model
+from adapterspec.tiny import ModelAdapter, TinyTransformer
 
 
-class XLoRA(Adapter):
+class XLoRA(ModelAdapter):
     r"""Frozen LoRA experts on every MLP projection of a `TinyTransformer`, mixed by a trained scaling head.
 
     Two forward passes per input. The *scaling pass* runs the model with every expert scaled by the constant
@@ -50,10 +49,6 @@ class XLoRA(Adapter):
         seed: seed of the frozen experts.
     """
 
-    mergeable = False
-    base_type = TinyTransformer
-    shape_names = ("d_model", "n_heads")
-    EXAMPLE: dict = {"vocab_size": 16, "n_layers": 3, "max_len": 32}
 
     def __init__(
         self,
@@ -108,37 +103,9 @@ class XLoRA(Adapter):
         )
         self.reset_parameters()
 
-    # -- a whole transformer: sizes, examples, inputs
-    # ---------------------------------------------------------------
-    @property
-    def d_in(self) -> int:
-        return self.base.config.d_model
-
-    @property
-    def d_out(self) -> int:
-        return self.base.config.n_heads
-
-    @classmethod
-    def example_base(
-        cls, d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype
-    ) -> TinyTransformer:
-        return example_model(d_in, d_out, generator, dtype, **cls.EXAMPLE).eval()
-
-    @classmethod
-    def example_inputs(
-        cls, base: nn.Module, n: int, generator: torch.Generator, dtype: torch.dtype
-    ) -> Tensor:
-        return torch.randint(
-            base.config.vocab_size, (n, 6), generator=generator
-        )  # (n, T) token ids
-
     @classmethod
     def sizes(cls, base: nn.Module) -> dict[str, int]:
-        return {
-            "n_layers": base.config.n_layers,
-            "vocab_size": base.config.vocab_size,
-            "d_ff": base.config.d_ff,
-        }
+        return {**super().sizes(base), "d_ff": base.config.d_ff}  # formulas may also use d_ff
 
     # --8<-- [start:init]
     @torch.no_grad()
