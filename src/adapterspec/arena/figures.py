@@ -1,7 +1,8 @@
 """The tier-1 heatmap, drawn as SVG from a results document (never by hand).
 
-Rows are methods, columns are target structures, one panel per budget; a cell's colour and number are the mean
-relative test error over the seeds. Cell colours are a fixed sequential palette (dark = exact fit, light = no better
+Rows are target structures, columns are methods, one panel per budget, stacked so that a method's column lines up
+across the budgets (and the figure fits the page's text column); a cell's colour and number are the mean relative
+test error over the seeds. Cell colours are a fixed sequential palette (dark = exact fit, light = no better
 than leaving W0 alone) with text in whichever of black or white contrasts with the fill, so a cell reads the same on
 a light or a dark page; labels and frames use ``currentColor`` and take the page's text colour.
 """
@@ -15,7 +16,7 @@ from adapterspec.arena import settings
 
 # Sequential ramp (perceptually ordered, dark blue → yellow), sampled at 0, 0.25, ..., 1 of the error scale.
 RAMP = ((13, 8, 135), (126, 3, 168), (204, 71, 120), (248, 149, 64), (240, 249, 33))
-CELL_W, CELL_H, LABEL_W, HEAD_H, GAP = 34, 17, 84, 96, 18
+CELL_W, CELL_H, LABEL_W, HEAD_H, GAP = 26, 17, 100, 84, 22  # cell, target labels, method names, between panels
 
 
 def colour(err: float) -> tuple[str, str]:
@@ -35,29 +36,32 @@ def _label(err: float | None) -> str:
 
 
 def heatmap_svg(doc: dict) -> str:
-    """One SVG: methods × targets, a panel per budget."""
+    """One SVG: targets × methods, a panel per budget, panels stacked."""
     run = set(doc.get("settings", {}).get("budgets", ()))  # a fit shared with a budget the run did not ask for
     rows = [r for r in doc["summary"] if not run or r["budget"] in run]  # (LoKr's 8 %) is not a panel of its own
     budgets = sorted({r["budget"] for r in rows})
     methods = sorted({r["method"] for r in rows})
     targets = [t for t in doc["targets"] if any(r["target"] == t for r in rows)]
     cell = {(r["method"], r["target"], r["budget"]): r for r in rows}
-    panel_w = len(targets) * CELL_W
-    width = max(LABEL_W + len(budgets) * (panel_w + GAP), LABEL_W + 640)  # room for the legend
-    height = HEAD_H + len(methods) * CELL_H + 40
+    panel_h = 18 + HEAD_H + len(targets) * CELL_H  # title, method names, cells
+    width = max(LABEL_W + len(methods) * CELL_W + 8, LABEL_W + 640)  # room for the legend
+    height = len(budgets) * (panel_h + GAP) + 40
     parts = []
     for p, b in enumerate(budgets):
-        x0 = LABEL_W + p * (panel_w + GAP)
-        parts.append(f'<text x="{x0 + panel_w / 2}" y="12" text-anchor="middle" font-size="12" font-weight="bold" '
+        y0 = p * (panel_h + GAP)
+        parts.append(f'<text x="{LABEL_W}" y="{y0 + 13}" font-size="12" font-weight="bold" '
                      f'fill="currentColor">budget {100 * b:g}% of the layer</text>')
-        for j, t in enumerate(targets):
-            cx = x0 + j * CELL_W + CELL_W / 2
-            parts.append(f'<text transform="translate({cx + 3},{HEAD_H - 4}) rotate(-60)" font-size="10" '
+        top = y0 + 18 + HEAD_H
+        for j, m in enumerate(methods):
+            cx = LABEL_W + j * CELL_W + CELL_W / 2
+            parts.append(f'<text transform="translate({cx + 3},{top - 4}) rotate(-60)" font-size="10" '
+                         f'fill="currentColor">{html.escape(m)}</text>')
+        for i, t in enumerate(targets):
+            y = top + i * CELL_H
+            parts.append(f'<text x="{LABEL_W - 6}" y="{y + 12}" text-anchor="end" font-size="11" '
                          f'fill="currentColor">{html.escape(t)}</text>')
-        for i, m in enumerate(methods):
-            y = HEAD_H + i * CELL_H
-            for j, t in enumerate(targets):
-                x = x0 + j * CELL_W
+            for j, m in enumerate(methods):
+                x = LABEL_W + j * CELL_W
                 r = cell.get((m, t, b))
                 if r is None:
                     parts.append(f'<text x="{x + CELL_W / 2}" y="{y + 12}" text-anchor="middle" font-size="9" '
@@ -72,13 +76,10 @@ def heatmap_svg(doc: dict) -> str:
                 parts.append(f'<g><title>{html.escape(tip)}</title><rect x="{x}" y="{y}" width="{CELL_W - 1}" '
                              f'height="{CELL_H - 1}" fill="{fill}"'
                              + (' fill-opacity="0.45"' if over else "") + "/>"
-                             f'<text x="{x + CELL_W / 2}" y="{y + 12}" text-anchor="middle" font-size="9" '
+                             f'<text x="{x + CELL_W / 2}" y="{y + 12}" text-anchor="middle" font-size="8.5" '
                              f'fill="{ink if not over else "currentColor"}">{_label(err)}</text></g>')
-            if p == 0:
-                parts.append(f'<text x="{LABEL_W - 6}" y="{y + 12}" text-anchor="end" font-size="11" '
-                             f'fill="currentColor">{html.escape(m)}</text>')
     # legend
-    ly = HEAD_H + len(methods) * CELL_H + 14
+    ly = len(budgets) * (panel_h + GAP)
     for k in range(11):
         fill, _ = colour(k / 10)
         parts.append(f'<rect x="{LABEL_W + k * 22}" y="{ly}" width="22" height="10" fill="{fill}"/>')
@@ -96,8 +97,8 @@ def heatmap_svg(doc: dict) -> str:
 def alt_text(doc: dict) -> str:
     """A sentence per budget naming, for each target, the method with the lowest error (the figure in words)."""
     rows = doc["summary"]
-    out = ["Heatmap of relative test error (0 exact, 1 no better than the pretrained weight), methods in rows, "
-           "target structures in columns, one panel per parameter budget."]
+    out = ["Heatmap of relative test error (0 exact, 1 no better than the pretrained weight), target structures in "
+           "rows, methods in columns, one panel per parameter budget."]
     for b in sorted({r["budget"] for r in rows}):
         best = []
         for t in doc["targets"]:
