@@ -113,10 +113,11 @@ def test_serve_shows_a_failing_entry_in_the_browser(tmp_path):
         assert status == 200 and "The catalog failed to build" in home
         (project / "entries" / "lora.yaml").write_text(good)
         deadline = time.monotonic() + 240  # a full re-verification and peft equality: minutes on a loaded machine
-        while "The catalog failed to build" in body and time.monotonic() < deadline:
+        # until the rebuilt page is served (while it rebuilds, a request may also go unanswered for a moment)
+        while (status != 200 or "The catalog failed to build" in body) and time.monotonic() < deadline:
             time.sleep(0.5)
             status, body = _get(f"http://127.0.0.1:{port}/methods/lora/")
-        assert "The catalog failed to build" not in body and "checks passed" in body
+        assert status == 200 and "The catalog failed to build" not in body and "checks passed" in body
     finally:
         proc.terminate()
         proc.wait(timeout=30)
