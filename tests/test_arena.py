@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -167,6 +168,25 @@ def test_a_capacity_reaches_the_budget_when_the_method_can_grow():
     for slug in ("lora", "poly", "vblora", "svft", "c3a", "oft"):
         n = budget.choose(slug, 0.02, settings.D_IN, settings.D_OUT).params
         assert goal / 1.5 <= n <= 1.5 * goal, (slug, n, goal)
+
+
+def test_learning_rate_search_goes_outwards_only_while_the_best_is_at_an_end():
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+    def search(best_lr, diverge_above=None):
+        tried = []
+
+        def fit(lr):
+            tried.append(lr)
+            return {"err": None if diverge_above and lr > diverge_above else abs(math.log10(lr / best_lr))}
+        chosen = min((f for f in runner.search_lr(grid, fit, lambda f: f["err"]) if f["err"] is not None),
+                     key=lambda f: f["err"])["lr"]
+        return chosen, tried
+
+    assert search(1e-2) == (1e-2, [1e-3, 1e-2, 1e-1])  # best inside the middle three: nothing more
+    assert search(1.0) == (1.0, [1e-3, 1e-2, 1e-1, 1.0])  # best at the top: one more, then the grid ends
+    assert search(1e-4) == (1e-4, [1e-3, 1e-2, 1e-1, 1e-4])
+    assert search(1e-2, diverge_above=1e-3)[1] == [1e-3, 1e-2, 1e-1, 1e-4]  # only the smallest ran: go lower
 
 
 def test_merge_replaces_rerun_cells_and_forgets_fixed_skips():
