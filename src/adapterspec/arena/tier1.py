@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -172,6 +173,22 @@ def relative_error(module: torch.nn.Module, X: Tensor, W_star: Tensor, W0: Tenso
         return float(torch.linalg.matrix_norm(out - Y) / den)
 
 
+def train(params: list[Tensor], lr: float, steps: int, loss: Callable[[], Tensor]) -> bool:
+    """The optimiser protocol of both tiers: Adam on ``params`` for ``steps`` steps, the learning rate decayed from
+    ``lr`` to zero on a cosine, each step on a fresh ``loss()``. False if the loss stopped being finite."""
+    opt = torch.optim.Adam(params, lr=lr)
+    for t in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
+        value = loss()
+        if not torch.isfinite(value):
+            return False
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    return True
+
+
 def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d_in: int, d_out: int,
         batch: int | None = None) -> dict:
     """Train method ``slug`` (built with ``hyper``) towards target ``target``; Adam, a cosine-decayed learning rate
@@ -191,22 +208,14 @@ def fit(slug: str, hyper: dict, target: str, seed: int, lr: float, steps: int, d
         module = create(slug, base, **hyper)
     params = list(module.trainable_parameters().values())
     count = module.num_trainable()
-    opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(104729 * (seed + 1))
     X_pool, Y_pool, R2_pool = problem["X"], problem["Y"], problem["R2"]
-    finite = True
-    for t in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
+
+    def loss() -> Tensor:
         idx = torch.randint(0, X_pool.shape[0], (batch,), generator=g)
-        x, y = X_pool[idx], Y_pool[idx]
-        loss = (apply(module, x) - y).pow(2).sum() / R2_pool[idx].sum()
-        if not torch.isfinite(loss):
-            finite = False
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return (apply(module, X_pool[idx]) - Y_pool[idx]).pow(2).sum() / R2_pool[idx].sum()
+
+    finite = train(params, lr, steps, loss)
     val = test = None
     if finite:
         val = relative_error(module, problem["val"][0], W_star, W0, problem["val"][1:])

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from adapterspec.arena import budget as _budget
 from adapterspec.arena import settings
+from adapterspec.arena.tier1 import train
 
 # -- settings (kept here beside the tasks they describe; the runner records them) ------------------------------------
 K = 16  # values 0 … K−1
@@ -188,22 +189,14 @@ def fit(slug: str, hyper: dict, seed: int, lr: float, steps: int = STEPS, pretra
         torch.manual_seed(seed)
         model = attach(base, slug, hyper)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(777 + seed)
-    finite = True
-    model.train()
-    for t in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
+
+    def loss() -> Tensor:
         tokens, _ = batch(MIN, ID_LENGTHS, BATCH, g)
-        logits = model(tokens[:, :-1])[:, -1]
-        loss = nn.functional.cross_entropy(logits, tokens[:, -1])
-        if not torch.isfinite(loss):
-            finite = False
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return nn.functional.cross_entropy(model(tokens[:, :-1])[:, -1], tokens[:, -1])
+
+    model.train()
+    finite = train(params, lr, steps, loss)
     model.eval()
     out = {"params": sum(p.numel() for p in params), "seconds": 0.0, "diverged": not finite}
     if finite:
